@@ -1,0 +1,25 @@
+# make test: (re)create .venv when missing or stale, then run the whole test suite.
+PYTHON ?= python3
+VENV := .venv
+PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# The stamp names the Python version, so a new interpreter also rebuilds the venv.
+STAMP := $(VENV)/.installed-py$(PY_VERSION)
+REQUIREMENTS := requirements.txt requirements-torch.txt requirements-test.txt constraints.txt \
+	pyproject.toml
+PYTEST_ARGS ?= -n 2
+
+.PHONY: test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): $(REQUIREMENTS)
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[torch,test]'
+	touch $(STAMP)
+
+test: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,62 @@
+"""Shared plumbing of the command-line tools: user errors become messages, not tracebacks.
+
+Exit codes: 0 success, 1 a check that failed (e.g. parity above tolerance),
+2 a user error (bad flag or config value, missing or refused file).
+"""
+
+import sys
+from typing import Callable, Sequence
+
+from absl import app, flags
+
+from clan_jax.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def fail(message: str) -> None:
+  """Prints `error: message` on stderr and exits with the user-error status."""
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def _flag_error_message(error: Exception) -> str:
+  # ml_collections wraps a misspelled --config.x.y as AttributeError(KeyError(text)).
+  inner = error.args[0] if error.args else error
+  if isinstance(inner, KeyError) and inner.args:
+    inner = inner.args[0]
+  return str(inner).strip().strip("'\"")
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl flag parsing that turns any flag or config-override problem into one message."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # absl and ml_collections raise many types here.
+    fail(f'invalid command line: {_flag_error_message(e)}\n'
+         f'Run with --helpfull to list the flags; config keys are those of configs/default.py.')
+
+
+def run(main: Callable[[list[str]], int | None]) -> None:
+  """Runs an absl `main`, printing UserError messages instead of tracebacks."""
+
+  def guarded_main(argv: list[str]) -> int | None:
+    try:
+      return main(argv)
+    except UserError as e:
+      fail(str(e))
+
+  app.run(guarded_main, flags_parser=parse_flags)
+
+
+def load_config_flag(config_flag) -> object:
+  """Validates the --config the user gave and returns it."""
+  from clan_jax.config_checks import validate_config
+
+  if config_flag is None:
+    raise UserError('--config is required, e.g. --config=configs/default.py.')
+  try:
+    validate_config(config_flag)
+  except OSError as e:  # ml_collections defers a config file that failed to load to here.
+    raise UserError(str(e)) from None
+  return config_flag

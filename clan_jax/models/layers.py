@@ -1,0 +1,100 @@
+"""Layers that reproduce PyTorch's numerics and initialisation (CLAN_SPEC, numerical traps)."""
+
+import math
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'): an untruncated normal
+# ('normal' here; 'truncated_normal' would differ).
+conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def uniform_init(bound: float) -> Callable:
+  """U(-bound, bound), torch's default for Linear weights and biases with bound 1/sqrt(fan_in)."""
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def compute_dtype(x: jax.Array) -> Dtype:
+  """Statistics and normalisation run in float32 at least (float64 stays float64)."""
+  return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def conv(features: int, kernel: int, stride: int = 1, *, use_bias: bool = False,
+         dtype: Optional[Dtype] = None, name: Optional[str] = None,
+         kernel_init: Callable = conv_kernel_init) -> nn.Conv:
+  """A square convolution with torch's explicit symmetric padding (kernel // 2).
+
+  Flax's 'SAME' would pad a stride-2 layer (0, 1) where torch pads (1, 1).
+  """
+  pad = kernel // 2
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
+                 param_dtype=jnp.float32, kernel_init=kernel_init, name=name)
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm with torch's semantics.
+
+  Normalises with the biased batch variance but updates the running variance with
+  the unbiased one (x n/(n-1)), like torch.nn.BatchNorm2d; `momentum` is Flax's
+  convention (0.9 here = torch's 0.1). Statistics run in float32 whatever the input
+  dtype; the output has the input's dtype. Under jit with a batch sharded over
+  devices the statistics are over the global batch (like SyncBatchNorm).
+  """
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  scale_init: Callable = nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param('scale', self.scale_init, (features,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
+    running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
+    running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
+    stats_dtype = compute_dtype(x)
+    x_stats = x.astype(stats_dtype)
+    if train:
+      axes = tuple(range(x.ndim - 1))
+      count = math.prod(x.shape[:-1])
+      if count < 2:
+        raise ValueError(f'BatchNorm in train mode needs more than one value per channel; '
+                         f'got input shape {x.shape}. Use a larger batch or train=False.')
+      mean = jnp.mean(x_stats, axes)
+      var = jnp.mean(jnp.square(x_stats - mean), axes)  # Biased, two-pass (no fast variance).
+      if not self.is_initializing():
+        m = self.momentum
+        running_mean.value = m * running_mean.value + (1 - m) * mean
+        running_var.value = m * running_var.value + (1 - m) * var * (count / (count - 1))
+    else:
+      mean, var = running_mean.value, running_var.value
+    inv = scale.astype(stats_dtype) * jax.lax.rsqrt(var.astype(stats_dtype) + self.epsilon)
+    y = (x_stats - mean.astype(stats_dtype)) * inv + bias.astype(stats_dtype)
+    return y.astype(x.dtype)
+
+
+class Linear(nn.Module):
+  """A dense layer with torch.nn.Linear's initialisation, computed in `dtype` (None: inferred)."""
+  features: int
+  use_bias: bool = True
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    fan_in = x.shape[-1]
+    init = uniform_init(1.0 / math.sqrt(fan_in))
+    kernel = self.param('kernel', init, (fan_in, self.features), jnp.float32)
+    dtype = self.dtype or jnp.result_type(x, kernel)
+    y = jnp.dot(x.astype(dtype), kernel.astype(dtype))
+    if self.use_bias:
+      y = y + self.param('bias', init, (self.features,), jnp.float32).astype(dtype)
+    return y

@@ -1,0 +1,81 @@
+"""configs/default.py and the validation of every model field."""
+
+import types
+
+import pytest
+
+from clan_jax.config_checks import check_image_size, validate_config, validate_model_config
+from clan_jax.errors import ConfigError
+from configs import default
+
+
+def _walk(config, prefix=''):
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      yield from _walk(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
+def test_default_config_is_valid_and_has_no_none():
+  config = default.get_config()
+  validate_config(config)
+  nones = [name for name, value in _walk(config) if value is None]
+  assert not nones, f'fields defaulting to None cannot be overridden from the command line: {nones}'
+
+
+def test_model_section_has_every_spec_field():
+  model = default.get_model_config()
+  assert set(model.keys()) >= {'name', 'depth', 'mid_stages', 'use_clca', 'use_clsa',
+                               'clca_kind', 'clca_dim', 'clca_heads', 'head_dim', 'fusion',
+                               'head_loss_weights', 'dtype'}
+  assert model.mid_stages == (2, 3) and model.clca_dim == 256 and model.head_dim == 512
+
+
+@pytest.mark.parametrize('field, value, expected', [
+    ('name', 'vit', "model.name='vit' is invalid; allowed values: 'clan', 'resnet'"),
+    ('depth', 77, 'model.depth=77 is invalid; allowed values: 18, 34, 50, 101, 152'),
+    ('depth', True, 'model.depth=True is invalid'),
+    ('dtype', 'float16', "allowed values: 'float32', 'bfloat16'"),
+    ('clca_kind', 'nonlocal', "allowed values: 'cross_attention', 'global_context'"),
+    ('fusion', 'max', "model.fusion='max' is invalid; allowed values: 'sum', 'top', 'concat'"),
+    ('mid_stages', (3, 2), 'model.mid_stages=(3, 2) is invalid; it must be a non-empty, sorted'),
+    ('mid_stages', (), 'model.mid_stages=() is invalid'),
+    ('mid_stages', (2, 4), 'model.mid_stages=(2, 4) is invalid'),
+    ('mid_stages', (2, 2), 'model.mid_stages=(2, 2) is invalid'),
+    ('use_clca', 'yes', "model.use_clca='yes' is invalid; it must be True or False"),
+    ('clca_dim', 0, 'model.clca_dim=0 is invalid; it must be a positive integer'),
+    ('clca_heads', 3, 'model.clca_dim=256 is not divisible by model.clca_heads=3'),
+    ('head_dim', -1, 'model.head_dim=-1 is invalid'),
+    ('head_loss_weights', {'top': 1.0}, "model.head_loss_weights={'top': 1.0} is invalid"),
+    ('head_loss_weights', {'top': 1.0, 'mid': -1.0, 'concat': 1.0},
+     'model.head_loss_weights.mid=-1.0 is invalid'),
+    ('head_loss_weights', {'top': 0.0, 'mid': 0.0, 'concat': 0.0}, 'are all zero'),
+])
+def test_invalid_model_values_name_the_field_and_the_allowed_values(field, value, expected):
+  # A plain namespace: ConfigDict's own type checks would refuse some values first.
+  model = types.SimpleNamespace(**default.get_model_config().to_dict())
+  setattr(model, field, value)
+  with pytest.raises(ConfigError) as error:
+    validate_model_config(model)
+  assert expected in str(error.value)
+
+
+def test_any_object_with_the_fields_is_accepted():
+  fields = default.get_model_config().to_dict()
+  validate_model_config(types.SimpleNamespace(**fields))
+  validate_model_config(fields)
+  del fields['fusion']
+  with pytest.raises(ConfigError, match='model.fusion is missing'):
+    validate_model_config(fields)
+
+
+@pytest.mark.parametrize('size', [448, 224, 64, 32])
+def test_image_sizes_multiple_of_32_pass(size):
+  check_image_size(size)
+
+
+@pytest.mark.parametrize('size, hint', [(450, 'use e.g. 448 or 480'), (20, 'use e.g. 32 or 64')])
+def test_other_image_sizes_fail_with_a_suggestion(size, hint):
+  with pytest.raises(ConfigError, match=hint):
+    check_image_size(size)

@@ -1,0 +1,196 @@
+"""Weight conversion and numerical parity of the Flax ResNet with the PyTorch twin.
+
+Every parameter and BN statistic is randomised (tests/torch_helpers.py). float64 proves
+the algorithm (agreement ~1e-13); float32 checks are relative to the output's scale.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+from clan_jax.convert import flax_to_torch, flax_to_torch_arrays, torch_to_flax
+from clan_jax.errors import CheckpointError
+from clan_jax.models import create_model
+from clan_jax.torch_reference import create_torch_model, load_arrays
+from torch_helpers import (assert_close_to_scale, numpy_state_dict, randomize_, to_nchw,
+                           to_nhwc)
+
+NUM_CLASSES = 10
+IMAGE_SIZE = 64
+
+
+def _pair(config, depth, dtype, seed=0):
+  """A randomised twin and the converted Flax model and variables, in `dtype`."""
+  config.depth = depth
+  twin = randomize_(create_torch_model(config, NUM_CLASSES), seed).to(dtype)
+  model = create_model(config, NUM_CLASSES)
+  variables = torch_to_flax(numpy_state_dict(twin), model, image_size=IMAGE_SIZE)
+  return twin, model, variables
+
+
+def _images(dtype, seed=0, batch=2):
+  return np.random.default_rng(seed).standard_normal((batch, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(
+      dtype)
+
+
+def _eval_outputs(twin, model, variables, images):
+  twin.eval()
+  with torch.no_grad():
+    expected = {'logits': twin(to_nchw(images))['logits'].numpy(),
+                **{k: to_nhwc(v) for k, v in twin.features(to_nchw(images)).items()}}
+  actual = {'logits': model.apply(variables, images)['logits'],
+            **model.apply(variables, images, method='features')}
+  return expected, actual
+
+
+def _train_step_outputs(twin, model, variables, images, labels):
+  """Logits, updated running statistics and cross-entropy gradients in train mode."""
+  twin.train()
+  twin.zero_grad()
+  logits = twin(to_nchw(images))['logits']
+  torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)).backward()
+  expected = {'logits': logits.detach().numpy(),
+              'stats': {k: v.numpy() for k, v in twin.state_dict().items()
+                        if k.endswith(('running_mean', 'running_var'))},
+              'grads': {k: p.grad.numpy() for k, p in twin.named_parameters()}}
+
+  def loss_fn(params):
+    outputs, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                                   images, train=True, mutable=['batch_stats'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(outputs['logits'], labels).mean()
+    return loss, (outputs['logits'], updates)
+
+  (_, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'])
+  actual = {'logits': logits,
+            'stats': flax_to_torch_arrays({'batch_stats': updates['batch_stats']}),
+            'grads': flax_to_torch_arrays({'params': grads})}
+  return expected, actual
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+def test_float64_eval_train_and_gradients_agree_to_1e_10(resnet_config, depth):
+  with jax.enable_x64(True):
+    twin, model, variables = _pair(resnet_config, depth, torch.float64)
+    images = _images(np.float64)
+    expected, actual = _eval_outputs(twin, model, variables, images)
+    for name in expected:
+      assert_close_to_scale(expected[name], actual[name], 1e-10, name)
+    labels = np.array([3, 7])
+    expected, actual = _train_step_outputs(twin, model, variables, images, labels)
+    assert_close_to_scale(expected['logits'], actual['logits'], 1e-10, 'train logits')
+    assert set(expected['stats']) == set(actual['stats'])
+    for name in expected['stats']:
+      assert_close_to_scale(expected['stats'][name], actual['stats'][name], 1e-10, name)
+    assert set(expected['grads']) == set(actual['grads'])
+    for name in expected['grads']:
+      assert_close_to_scale(expected['grads'][name], actual['grads'][name], 1e-9, name)
+
+
+@pytest.mark.parametrize('depth', [18, 34, 50, 101, 152])
+def test_float32_outputs_within_1e_5_of_scale(resnet_config, depth):
+  twin, model, variables = _pair(resnet_config, depth, torch.float32, seed=depth)
+  expected, actual = _eval_outputs(twin, model, variables, _images(np.float32, depth))
+  for name in expected:
+    assert_close_to_scale(expected[name], actual[name], 1e-5, name)
+
+
+def test_float32_resnet18_train_mode_and_gradients_within_1e_4(resnet_config):
+  twin, model, variables = _pair(resnet_config, 18, torch.float32, seed=5)
+  expected, actual = _train_step_outputs(twin, model, variables, _images(np.float32, 5),
+                                         np.array([1, 9]))
+  assert_close_to_scale(expected['logits'], actual['logits'], 1e-5, 'train logits')
+  for name in expected['stats']:
+    assert_close_to_scale(expected['stats'][name], actual['stats'][name], 1e-5, name)
+  for name in expected['grads']:
+    assert_close_to_scale(expected['grads'][name], actual['grads'][name], 1e-4, name)
+
+
+def test_torch_to_flax_to_torch_is_exact_and_loads_strictly(resnet_config, torchvision_shapes):
+  resnet_config.depth = 50
+  twin = randomize_(create_torch_model(resnet_config, 1000), 1)
+  state_dict = numpy_state_dict(twin)
+  model = create_model(resnet_config, 1000)
+  back = flax_to_torch(torch_to_flax(state_dict, model), model)
+  assert set(back) == set(torchvision_shapes['resnet50'])  # num_batches_tracked included.
+  for key, array in state_dict.items():
+    assert back[key].dtype == torch.float32
+    np.testing.assert_array_equal(back[key].numpy(), array, err_msg=key)
+  fresh = create_torch_model(resnet_config, 1000)
+  fresh.load_state_dict(back, strict=True)
+
+
+def test_backbone_only_loads_the_backbone_and_initialises_the_classifier(resnet_config):
+  imagenet = randomize_(create_torch_model(resnet_config, 1000), 2)
+  state_dict = numpy_state_dict(imagenet)
+  model = create_model(resnet_config, NUM_CLASSES)
+  rng = jax.random.PRNGKey(3)
+  variables = torch_to_flax(state_dict, model, image_size=IMAGE_SIZE, backbone_only=True,
+                            rng=rng)
+  loaded = flax_to_torch_arrays(variables)
+  for key in state_dict:
+    if not key.startswith('fc.'):
+      np.testing.assert_array_equal(loaded[key], state_dict[key], err_msg=key)
+  fresh = model.init(rng, jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)), train=False)
+  assert loaded['fc.weight'].shape == (NUM_CLASSES, 512)
+  np.testing.assert_array_equal(variables['params']['fc']['kernel'],
+                                fresh['params']['fc']['kernel'])
+  with pytest.raises(CheckpointError, match=r'fc.weight: checkpoint \(1000, 512\), model '
+                     r'\(10, 512\)[\s\S]*backbone_only=True'):
+    torch_to_flax(state_dict, model)
+
+
+def test_mismatches_are_reported_together_by_key(resnet_config):
+  state_dict = numpy_state_dict(create_torch_model(resnet_config, NUM_CLASSES))
+  del state_dict['layer1.0.conv1.weight']
+  state_dict['extra.weight'] = np.zeros(3, np.float32)
+  state_dict['bn1.weight'] = np.zeros(65, np.float32)
+  state_dict['module.layer4.1.bn2.bias'] = state_dict.pop('layer4.1.bn2.bias')  # Stripped.
+  with pytest.raises(CheckpointError) as error:
+    torch_to_flax(state_dict, create_model(resnet_config, NUM_CLASSES))
+  message = str(error.value)
+  assert '1 missing: layer1.0.conv1.weight' in message
+  assert '1 unexpected: extra.weight' in message
+  assert '1 wrong shape: bn1.weight: checkpoint (65,), model (64,)' in message
+  assert 'layer4.1.bn2.bias' not in message
+
+
+def test_flax_to_torch_checks_variables_against_the_model(resnet_config):
+  model = create_model(resnet_config, NUM_CLASSES)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+  resnet_config.depth = 34
+  with pytest.raises(CheckpointError, match='missing: layer1.2.bn1.bias'):
+    flax_to_torch(variables, create_model(resnet_config, NUM_CLASSES))
+
+
+def test_command_line_writes_a_variables_checkpoint_and_never_overwrites(
+    tmp_path, resnet18_pth):
+  from clan_jax.checkpoints import restore_variables
+  from conftest import run_cli
+
+  output = tmp_path / 'converted'
+  args = ['-m', 'clan_jax.convert', f'--torch_checkpoint={resnet18_pth}',
+          '--config=configs/default.py', '--config.model.name=resnet', '--config.model.depth=18',
+          f'--output={output}']
+  run_cli(*args)
+  restored = restore_variables(output)
+  assert set(restored) == {'params', 'batch_stats'}
+  expected = numpy_state_dict_from_file(resnet18_pth)
+  converted = flax_to_torch_arrays(restored)
+  assert set(converted) == set(expected)
+  for key in expected:
+    np.testing.assert_array_equal(converted[key], expected[key], err_msg=key)
+  again = run_cli(*args, check_returncode=2)
+  assert 'already exists; it is never overwritten' in again.stderr
+  assert 'Traceback' not in again.stderr
+  depth34 = run_cli(*args[:-2], '--config.model.depth=34', f'--output={tmp_path / "d34"}',
+                    check_returncode=2)
+  assert 'missing: layer1.2.bn1.bias' in depth34.stderr and 'Traceback' not in depth34.stderr
+  assert not (tmp_path / 'd34').exists()
+
+
+def numpy_state_dict_from_file(path):
+  return {k: v.numpy() for k, v in torch.load(path, weights_only=True).items()
+          if not k.endswith('num_batches_tracked')}

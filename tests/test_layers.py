@@ -1,0 +1,76 @@
+"""BatchNorm and Linear reproduce torch's semantics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from clan_jax.models.layers import BatchNorm, Linear
+
+
+def _batch_norm_case(seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal((3, 4, 5, 6)) * 2 + 1
+  module = BatchNorm()
+  variables = module.init(jax.random.PRNGKey(0), jnp.asarray(x, jnp.float32), train=False)
+  variables = jax.tree.map(lambda v: v + rng.uniform(0.1, 0.5, v.shape).astype(np.float32),
+                           variables)
+  return x, module, variables
+
+
+def test_train_mode_matches_torch_including_unbiased_running_variance():
+  x, module, variables = _batch_norm_case()
+  y, updates = module.apply(variables, jnp.asarray(x, jnp.float32), train=True,
+                            mutable=['batch_stats'])
+  bn = torch.nn.BatchNorm2d(6)
+  with torch.no_grad():
+    bn.weight.copy_(torch.from_numpy(np.array(variables['params']['scale'])))
+    bn.bias.copy_(torch.from_numpy(np.array(variables['params']['bias'])))
+    bn.running_mean.copy_(torch.from_numpy(np.array(variables['batch_stats']['mean'])))
+    bn.running_var.copy_(torch.from_numpy(np.array(variables['batch_stats']['var'])))
+  bn.train()
+  expected = bn(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32)))
+  np.testing.assert_allclose(np.asarray(y), expected.detach().numpy().transpose(0, 2, 3, 1),
+                             atol=1e-5)
+  np.testing.assert_allclose(updates['batch_stats']['mean'], bn.running_mean.numpy(), rtol=1e-6)
+  np.testing.assert_allclose(updates['batch_stats']['var'], bn.running_var.numpy(), rtol=1e-6)
+  # The unbiased update differs from the biased one by n/(n-1) = 60/59: a visible margin.
+  biased = 0.9 * np.asarray(variables['batch_stats']['var']) + 0.1 * x.var(axis=(0, 1, 2))
+  assert np.max(np.abs(biased - bn.running_var.numpy())) > 1e-3
+
+
+def test_eval_mode_uses_running_statistics():
+  x, module, variables = _batch_norm_case(1)
+  y = module.apply(variables, jnp.asarray(x, jnp.float32), train=False)
+  stats, params = variables['batch_stats'], variables['params']
+  expected = (x - stats['mean']) / np.sqrt(stats['var'] + 1e-5) * params['scale'] + params['bias']
+  np.testing.assert_allclose(np.asarray(y), expected, atol=1e-5)
+
+
+def test_bfloat16_input_keeps_float32_statistics():
+  x, module, variables = _batch_norm_case(2)
+  y, updates = module.apply(variables, jnp.asarray(x, jnp.bfloat16), train=True,
+                            mutable=['batch_stats'])
+  assert y.dtype == jnp.bfloat16
+  assert updates['batch_stats']['var'].dtype == jnp.float32
+
+
+def test_single_value_per_channel_in_train_mode_is_a_clear_error():
+  module = BatchNorm()
+  x = jnp.ones((1, 1, 1, 4))
+  variables = module.init(jax.random.PRNGKey(0), x, train=False)
+  with pytest.raises(ValueError, match='more than one value per channel'):
+    module.apply(variables, x, train=True, mutable=['batch_stats'])
+
+
+def test_linear_matches_torch_init_bounds_and_output():
+  module = Linear(1000)
+  x = jnp.ones((2, 512))
+  variables = module.init(jax.random.PRNGKey(0), x)
+  bound = 1 / np.sqrt(512)
+  for name in ('kernel', 'bias'):
+    values = np.asarray(variables['params'][name])
+    assert np.all(np.abs(values) <= bound) and np.max(np.abs(values)) > 0.99 * bound
+  kernel, bias = variables['params']['kernel'], variables['params']['bias']
+  np.testing.assert_allclose(module.apply(variables, x), x @ kernel + bias, rtol=1e-6)

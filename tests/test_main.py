@@ -1,0 +1,26 @@
+"""main.py: flag parsing and config validation with clear messages, no tracebacks."""
+
+from conftest import run_cli
+
+
+def test_valid_config_is_accepted():
+  result = run_cli('main.py', '--config=configs/default.py', '--config.model.depth=18')
+  assert '"depth": 18' in result.stdout and 'configuration valid' in result.stdout
+
+
+def test_misspelled_key_is_a_message_with_a_suggestion():
+  result = run_cli('main.py', '--config=configs/default.py', '--config.model.dept=18',
+                   check_returncode=2)
+  assert 'Did you mean "depth"' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_invalid_value_names_the_field_and_allowed_values():
+  result = run_cli('main.py', '--config=configs/default.py', '--config.model.depth=77',
+                   check_returncode=2)
+  assert 'model.depth=77 is invalid; allowed values: 18, 34, 50, 101, 152' in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_missing_config_file_is_a_message():
+  result = run_cli('main.py', '--config=configs/absent.py', check_returncode=2)
+  assert 'configs/absent.py' in result.stderr and 'Traceback' not in result.stderr

@@ -1,0 +1,45 @@
+"""The parity command line: per-output differences and its exit status."""
+
+import numpy as np
+from PIL import Image
+
+from clan_jax.parity import Difference, compare
+from conftest import run_cli
+
+
+def _args(checkpoint, *extra):
+  return ['-m', 'clan_jax.parity', f'--torch_checkpoint={checkpoint}',
+          '--config=configs/default.py', '--config.model.name=resnet',
+          '--config.model.depth=18', '--image_size=64', *extra]
+
+
+def test_random_inputs_pass_and_a_tiny_tolerance_fails(resnet18_pth):
+  result = run_cli(*_args(resnet18_pth))
+  for name in ('logits', 'features/layer1', 'features/layer4'):
+    assert name in result.stdout
+  assert 'OK: every output within 0.0001' in result.stdout
+  strict = run_cli(*_args(resnet18_pth, '--tolerance=1e-12'), check_returncode=1)
+  assert 'FAILED' in strict.stdout
+
+
+def test_images_are_preprocessed_and_a_broken_image_is_a_clear_error(tmp_path, resnet18_pth):
+  rng = np.random.default_rng(0)
+  paths = []
+  for index, mode in enumerate(('RGB', 'L')):
+    path = tmp_path / f'image{index}.jpg'
+    Image.fromarray(rng.integers(0, 255, (90, 120, 3), np.uint8)).convert(mode).save(path)
+    paths.append(str(path))
+  result = run_cli(*_args(resnet18_pth, '--resize_size=72', *paths))
+  assert 'OK' in result.stdout and '(2, 10)' in result.stdout
+  (tmp_path / 'broken.jpg').write_bytes(b'garbage')
+  broken = run_cli(*_args(resnet18_pth, str(tmp_path / 'broken.jpg')), check_returncode=2)
+  assert 'broken.jpg: cannot be decoded' in broken.stderr and 'Traceback' not in broken.stderr
+
+
+def test_compare_reports_scale_and_relative_difference():
+  reference = {'a': np.array([2.0, -4.0]), 'b': np.ones((2, 2))}
+  candidate = {'a': np.array([2.0, -4.004]), 'b': np.ones((2, 2))}
+  differences = {d.name: d for d in compare(reference, candidate)}
+  assert differences['a'] == Difference('a', (2,), 4.0, differences['a'].max_abs_diff)
+  assert abs(differences['a'].relative - 1e-3) < 1e-9
+  assert differences['b'].relative == 0

@@ -1,0 +1,105 @@
+"""The Flax ResNet: architecture, parameter counts, initialisation and the create_model API."""
+
+import subprocess
+import sys
+import types
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clan_jax.convert import abstract_variables
+from clan_jax.errors import ConfigError
+from clan_jax.models import create_model
+from clan_jax.models.resnet import stage_channels
+from conftest import REPO_ROOT
+
+
+def _param_count(variables) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables['params']))
+
+
+@pytest.mark.parametrize('depth', [18, 34, 50, 101, 152])
+def test_parameter_counts_equal_torchvision(resnet_config, torchvision_shapes, depth):
+  resnet_config.depth = depth
+  variables = abstract_variables(create_model(resnet_config, 1000))
+  assert _param_count(variables) == torchvision_shapes[f'resnet{depth}_num_params']
+
+
+def test_resnet50_with_1000_classes_has_25557032_parameters(resnet_config):
+  resnet_config.depth = 50
+  assert _param_count(abstract_variables(create_model(resnet_config, 1000))) == 25_557_032
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+def test_stage_features_have_torchvision_shapes(resnet_config, depth):
+  resnet_config.depth = depth
+  model = create_model(resnet_config, 10)
+  variables = abstract_variables(model, 64)
+  features = jax.eval_shape(
+      lambda v, x: model.apply(v, x, method='features'), variables,
+      jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32))
+  channels = stage_channels(depth)
+  assert {k: v.shape for k, v in features.items()} == {
+      'layer1': (2, 16, 16, channels['layer1']), 'layer2': (2, 8, 8, channels['layer2']),
+      'layer3': (2, 4, 4, channels['layer3']), 'layer4': (2, 2, 2, channels['layer4'])}
+
+
+def test_apply_returns_logits_dict_and_accepts_any_config_object(resnet_config):
+  namespace = types.SimpleNamespace(**resnet_config.to_dict())
+  model = create_model(namespace, 7)
+  assert isinstance(model, nn.Module)
+  images = jnp.asarray(np.random.default_rng(0).standard_normal((2, 64, 64, 3)), jnp.float32)
+  variables = model.init(jax.random.PRNGKey(0), images, train=False)
+  outputs = model.apply(variables, images, train=False)
+  assert set(outputs) == {'logits'}
+  assert outputs['logits'].shape == (2, 7) and outputs['logits'].dtype == jnp.float32
+  outputs, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+  assert not np.allclose(updates['batch_stats']['backbone']['bn1']['mean'], 0)
+
+
+def test_bfloat16_computes_in_bf16_and_returns_float32_logits(resnet_config):
+  images = jnp.asarray(np.random.default_rng(1).standard_normal((2, 64, 64, 3)), jnp.float32)
+  model32 = create_model(resnet_config, 5)
+  variables = model32.init(jax.random.PRNGKey(0), images, train=False)
+  resnet_config.dtype = 'bfloat16'
+  model16 = create_model(resnet_config, 5)
+  logits32 = model32.apply(variables, images)['logits']
+  logits16 = model16.apply(variables, images)['logits']
+  features16 = model16.apply(variables, images, method='features')
+  assert logits16.dtype == jnp.float32 and features16['layer4'].dtype == jnp.bfloat16
+  # bf16 keeps 8 bits of mantissa; through 18 layers that is a few percent of the scale.
+  scale = float(jnp.max(jnp.abs(logits32)))
+  assert float(jnp.max(jnp.abs(logits16 - logits32))) <= 0.05 * scale
+
+
+def test_initialisation_follows_torchvision(resnet_config):
+  model = create_model(resnet_config, 10)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
+  conv1 = np.asarray(params['backbone']['conv1']['kernel'])  # (7, 7, 3, 64): fan-out 64 * 49.
+  assert abs(conv1.std() / np.sqrt(2 / (64 * 49)) - 1) < 0.05
+  assert np.abs(conv1).max() > 2.5 * np.sqrt(2 / (64 * 49))  # Untruncated normal.
+  bn = params['backbone']['layer1_0']['bn2']
+  assert np.all(bn['scale'] == 1) and np.all(bn['bias'] == 0)
+  bound = 1 / np.sqrt(512)
+  fc = params['fc']
+  assert np.abs(fc['kernel']).max() <= bound and np.abs(fc['bias']).max() <= bound
+
+
+def test_invalid_arguments_are_clear_errors(resnet_config):
+  with pytest.raises(ConfigError, match='num_classes=0 is invalid'):
+    create_model(resnet_config, 0)
+  resnet_config.depth = 20
+  with pytest.raises(ConfigError, match='model.depth=20 is invalid'):
+    create_model(resnet_config, 10)
+
+
+def test_core_modules_import_no_tensorflow_tfds_clu_ml_collections_or_torch():
+  heavy = ['tensorflow', 'tensorflow_datasets', 'clu', 'ml_collections', 'torch']
+  code = ('import sys, clan_jax, clan_jax.models, clan_jax.convert\n'
+          f'print(sorted(m for m in {heavy!r} if m in sys.modules))')
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True)
+  assert result.stdout.strip() == '[]', result.stdout
