@@ -34,6 +34,7 @@ MODULE_NAME_RULES = (
     (re.compile(r'^(layer\d)_(\d+)$'), r'\1.\2'),
     (re.compile(r'^downsample_conv$'), 'downsample.0'),
     (re.compile(r'^downsample_bn$'), 'downsample.1'),
+    (re.compile(r'^(clca|clsa|heads)_(.+)$'), r'\1.\2'),
 )
 # (collection, Flax leaf name) -> torch parameter or buffer name.
 LEAF_NAMES = {

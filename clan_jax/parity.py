@@ -50,8 +50,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
 
 
 def flax_outputs(model, variables, images: np.ndarray) -> dict[str, np.ndarray]:
-  """apply() outputs plus the backbone's stage features under 'features/'."""
-  outputs = dict(model.apply(variables, images, train=False))
+  """apply() outputs (attention maps included) plus the stage features under 'features/'."""
+  outputs = dict(model.apply(variables, images, train=False, return_attention=True))
   outputs['features'] = model.apply(variables, images, train=False, method='features')
   return {k: np.asarray(v) for k, v in flatten(outputs).items()}
 
@@ -65,7 +65,7 @@ def twin_outputs(twin, images: np.ndarray) -> dict[str, np.ndarray]:
   x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
   twin.eval()
   with torch.no_grad():
-    outputs = dict(twin(x))
+    outputs = dict(twin(x, return_attention=True))
     outputs['features'] = twin.features(x)
   flat = {k: tensor_to_numpy(v) for k, v in flatten(outputs).items()}
   return {k: v.transpose(0, 2, 3, 1) if k.split('/')[0] in SPATIAL_GROUPS and v.ndim == 4

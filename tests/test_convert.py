@@ -194,3 +194,22 @@ def test_command_line_writes_a_variables_checkpoint_and_never_overwrites(
 def numpy_state_dict_from_file(path):
   return {k: v.numpy() for k, v in torch.load(path, weights_only=True).items()
           if not k.endswith('num_batches_tracked')}
+
+
+def test_command_line_loads_an_imagenet_backbone_into_clan(tmp_path, resnet18_pth):
+  from clan_jax.checkpoints import restore_variables
+  from conftest import run_cli
+
+  args = ['-m', 'clan_jax.convert', f'--torch_checkpoint={resnet18_pth}',
+          '--config=configs/default.py', '--config.model.depth=18',
+          '--config.model.clca_dim=32', '--config.model.head_dim=16', '--backbone_only']
+  no_classes = run_cli(*args, f'--output={tmp_path / "a"}', check_returncode=2)
+  assert 'pass --num_classes=K' in no_classes.stderr
+  run_cli(*args, '--num_classes=5', f'--output={tmp_path / "clan"}')
+  converted = flax_to_torch_arrays(restore_variables(tmp_path / 'clan'))
+  expected = numpy_state_dict_from_file(resnet18_pth)
+  assert converted['heads.concat.weight'].shape == (5, 512 + 2 * 16)
+  assert 'clca.layer2.query.weight' in converted and 'clsa.layer3.weight' in converted
+  for key, array in expected.items():
+    if not key.startswith('fc.'):
+      np.testing.assert_array_equal(converted[key], array, err_msg=key)

@@ -43,3 +43,23 @@ def test_compare_reports_scale_and_relative_difference():
   assert differences['a'] == Difference('a', (2,), 4.0, differences['a'].max_abs_diff)
   assert abs(differences['a'].relative - 1e-3) < 1e-9
   assert differences['b'].relative == 0
+
+
+def test_clan_checkpoint_compares_every_head_and_map(tmp_path):
+  import torch
+
+  from clan_jax.torch_reference import create_torch_model
+  from configs import default
+  from torch_helpers import randomize_
+
+  config = default.get_model_config()
+  config.update({'depth': 18, 'clca_dim': 32, 'head_dim': 16, 'clca_heads': 2})
+  path = tmp_path / 'clan_r18.pth'
+  torch.save(randomize_(create_torch_model(config, 7), 12).state_dict(), path)
+  result = run_cli('-m', 'clan_jax.parity', f'--torch_checkpoint={path}',
+                   '--config=configs/default.py', '--config.model.depth=18',
+                   '--config.model.clca_dim=32', '--config.model.head_dim=16',
+                   '--config.model.clca_heads=2', '--image_size=64', '--num_classes=7')
+  for name in ('logits', 'heads/concat', 'heads/layer2', 'clsa/fused', 'clca/layer3'):
+    assert name in result.stdout
+  assert 'OK: every output' in result.stdout

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 
 from clan_jax.config_checks import validate_model_config
 from clan_jax.errors import ConfigError
+from clan_jax.models.clan import CLAN
+from clan_jax.models.loss import cross_entropy, multi_head_loss
 from clan_jax.models.resnet import ResNet, ResNetClassifier, stage_channels
 
 # 'float32' maps to None: the compute dtype follows the inputs and parameters, so that
@@ -28,8 +30,10 @@ def create_model(model_config: Any, num_classes: int) -> nn.Module:
     num_classes: K, the number of output classes.
 
   Returns:
-    A linen Module; `module.apply(variables, images, train=False)` takes NHWC float32
-    ImageNet-normalised images and returns a dict with 'logits' (B, K).
+    A linen Module. `module.apply(variables, images, train=False, return_attention=False)`
+    takes NHWC float32 ImageNet-normalised images and returns a dict: 'logits' (B, K),
+    and for CLAN 'heads', 'clsa' (if use_clsa) and 'clca' (if use_clca and
+    return_attention); see docs/MODEL.md.
   """
   if isinstance(model_config, dict):
     model_config = types.SimpleNamespace(**model_config)
@@ -39,8 +43,13 @@ def create_model(model_config: Any, num_classes: int) -> nn.Module:
   dtype = COMPUTE_DTYPES[model_config.dtype]
   if model_config.name == 'resnet':
     return ResNetClassifier(num_classes=num_classes, depth=model_config.depth, dtype=dtype)
-  raise ConfigError("model.name='clan' is not available in this version yet; "
-                    "use model.name='resnet'.")
+  return CLAN(num_classes=num_classes, depth=model_config.depth,
+              mid_stages=tuple(int(s) for s in model_config.mid_stages),
+              use_clca=model_config.use_clca, use_clsa=model_config.use_clsa,
+              clca_kind=model_config.clca_kind, clca_dim=model_config.clca_dim,
+              clca_heads=model_config.clca_heads, head_dim=model_config.head_dim,
+              fusion=model_config.fusion, dtype=dtype)
 
 
-__all__ = ['create_model', 'ResNet', 'ResNetClassifier', 'stage_channels', 'COMPUTE_DTYPES']
+__all__ = ['create_model', 'CLAN', 'ResNet', 'ResNetClassifier', 'stage_channels',
+           'cross_entropy', 'multi_head_loss', 'COMPUTE_DTYPES']

@@ -28,17 +28,25 @@ def compute_dtype(x: jax.Array) -> Dtype:
   return jnp.promote_types(x.dtype, jnp.float32)
 
 
-def conv(features: int, kernel: int, stride: int = 1, *, use_bias: bool = False,
-         dtype: Optional[Dtype] = None, name: Optional[str] = None,
-         kernel_init: Callable = conv_kernel_init) -> nn.Conv:
+def conv(features: int, kernel: int, stride: int = 1, *, in_features: Optional[int] = None,
+         dtype: Optional[Dtype] = None, name: Optional[str] = None) -> nn.Conv:
   """A square convolution with torch's explicit symmetric padding (kernel // 2).
 
   Flax's 'SAME' would pad a stride-2 layer (0, 1) where torch pads (1, 1).
+  Without `in_features`: no bias and torchvision's kaiming-normal fan-out init (every
+  conv followed by BatchNorm). With `in_features`: a bias, and torch's default Conv2d
+  init for weight and bias, U(+-1/sqrt(fan_in)).
   """
   pad = kernel // 2
+  use_bias = in_features is not None
+  if use_bias:
+    kernel_init = bias_init = uniform_init(1.0 / math.sqrt(kernel * kernel * in_features))
+  else:
+    kernel_init, bias_init = conv_kernel_init, nn.initializers.zeros
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
-                 param_dtype=jnp.float32, kernel_init=kernel_init, name=name)
+                 param_dtype=jnp.float32, kernel_init=kernel_init, bias_init=bias_init,
+                 name=name)
 
 
 class BatchNorm(nn.Module):
@@ -83,18 +91,20 @@ class BatchNorm(nn.Module):
 
 
 class Linear(nn.Module):
-  """A dense layer with torch.nn.Linear's initialisation, computed in `dtype` (None: inferred)."""
+  """A dense layer with torch.nn.Linear's initialisation, computed in `dtype` (None: inferred).
+
+  `zero_init=True` starts it at zero (weights and bias): a residual branch that is the
+  identity at initialisation.
+  """
   features: int
-  use_bias: bool = True
   dtype: Optional[Dtype] = None
+  zero_init: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fan_in = x.shape[-1]
-    init = uniform_init(1.0 / math.sqrt(fan_in))
+    init = nn.initializers.zeros if self.zero_init else uniform_init(1.0 / math.sqrt(fan_in))
     kernel = self.param('kernel', init, (fan_in, self.features), jnp.float32)
+    bias = self.param('bias', init, (self.features,), jnp.float32)
     dtype = self.dtype or jnp.result_type(x, kernel)
-    y = jnp.dot(x.astype(dtype), kernel.astype(dtype))
-    if self.use_bias:
-      y = y + self.param('bias', init, (self.features,), jnp.float32).astype(dtype)
-    return y
+    return jnp.dot(x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)

@@ -113,7 +113,9 @@ class ResNetClassifier(nn.Module):
     self.backbone = ResNet(self.depth, dtype=self.dtype)
     self.fc = Linear(self.num_classes)
 
-  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+  def __call__(self, images: jax.Array, train: bool = False,
+               return_attention: bool = False) -> dict[str, jax.Array]:
+    del return_attention  # Accepted for a uniform API with CLAN; there are no maps here.
     features = self.backbone(images, train)
     return {'logits': self.fc(global_average_pool(features['layer4']))}
 

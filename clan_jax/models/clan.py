@@ -1,0 +1,194 @@
+"""CLAN: the Cross-layer Attention Network on a ResNet backbone (CLAN_SPEC, docs/MODEL.md).
+
+One backbone pass gives the mid-level maps (`mid_stages`, default layer2 and layer3) and
+the top-level map T (layer4). CLCA refines each mid map with context from T (top ->
+mid); CLSA turns the refined mid maps into a spatial attention that reweights T into T'
+(mid -> top). Heads: `fc` on GAP(T'), one head per refined mid map, and a concat head;
+the prediction fuses them (`fusion`).
+
+Submodule names map onto the PyTorch twin's keys (clan_jax.convert): `clca_layer2` is
+`clca.layer2`, `heads_concat` is `heads.concat`.
+"""
+
+import math
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clan_jax.config_checks import check_image_size
+from clan_jax.models.layers import BatchNorm, Linear, compute_dtype, conv
+from clan_jax.models.resnet import ResNet, global_average_pool, stage_channels
+
+Dtype = Any
+
+
+class CrossAttentionContext(nn.Module):
+  """CLCA, 'cross_attention': every mid position attends over the top map's positions."""
+  dim: int
+  heads: int = 1
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, mid: jax.Array, top: jax.Array, train: bool):
+    batch, mid_h, mid_w, mid_channels = mid.shape
+    top_positions = top.shape[1] * top.shape[2]
+    head_dim = self.dim // self.heads
+
+    def project(name, x, positions):
+      y = conv(self.dim, 1, in_features=x.shape[-1], dtype=self.dtype, name=name)(x)
+      return y.reshape(batch, positions, self.heads, head_dim)  # Heads: contiguous chunks.
+
+    q = project('query', mid, mid_h * mid_w)
+    k = project('key', top, top_positions)
+    v = project('value', top, top_positions)
+    # Logits accumulate and stay in float32 under bf16: their rounding error would grow
+    # with their magnitude and reshape a sharp softmax.
+    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=compute_dtype(q))
+    logits = logits / math.sqrt(head_dim)
+    attention = jax.nn.softmax(logits, axis=-1)  # (B, h, Hm*Wm, Ht*Wt), float32 at least.
+    context = jnp.einsum('bhqk,bkhd->bqhd', attention.astype(v.dtype), v)
+    context = context.reshape(batch, mid_h, mid_w, self.dim)
+    y = conv(mid_channels, 1, dtype=self.dtype, name='out')(context)
+    # BN scale 0: the block is the identity at initialisation.
+    y = BatchNorm(scale_init=nn.initializers.zeros, name='bn')(y, train)
+    return mid + y.astype(mid.dtype), attention
+
+
+class GlobalContext(nn.Module):
+  """CLCA, 'global_context' (GCNet-style): one attention-pooled context vector of T per image."""
+  dim: int
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, mid: jax.Array, top: jax.Array, train: bool):
+    del train  # No BatchNorm here.
+    batch, top_h, top_w, top_channels = top.shape
+    mask = conv(1, 1, in_features=top_channels, dtype=self.dtype, name='mask')(top)
+    mask = mask.reshape(batch, top_h * top_w)
+    weights = jax.nn.softmax(mask.astype(compute_dtype(mask)), axis=-1)  # (B, Ht*Wt)
+    flat_top = top.reshape(batch, top_h * top_w, top_channels)
+    context = jnp.einsum('bp,bpc->bc', weights, flat_top.astype(weights.dtype))
+    y = Linear(self.dim, dtype=self.dtype, name='reduce')(context)
+    y = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, param_dtype=jnp.float32,
+                     name='norm')(y.astype(compute_dtype(y)))
+    # Zero-initialised: the block is the identity at initialisation.
+    y = Linear(mid.shape[-1], dtype=self.dtype, zero_init=True, name='expand')(nn.relu(y))
+    return mid + y[:, None, None, :].astype(mid.dtype), weights
+
+
+class MidHead(nn.Module):
+  """Conv1x1 -> BN -> ReLU -> GAP = z -> Linear: the classifier of one refined mid map."""
+  head_dim: int
+  num_classes: int
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool):
+    y = conv(self.head_dim, 1, dtype=self.dtype, name='conv')(x)
+    z = global_average_pool(nn.relu(BatchNorm(name='bn')(y, train)))
+    return Linear(self.num_classes, name='fc')(z), z
+
+
+def spatial_attention(conv_module: nn.Module, x: jax.Array) -> jax.Array:
+  """CLSA's map of one refined mid map: sigmoid(conv7x7([mean_c, max_c])), float32 at least."""
+  stats_dtype = compute_dtype(x)
+  pooled = jnp.stack([jnp.mean(x.astype(stats_dtype), axis=-1),
+                      jnp.max(x, axis=-1).astype(stats_dtype)], axis=-1)
+  logits = conv_module(pooled.astype(x.dtype))
+  return jax.nn.sigmoid(logits.astype(stats_dtype))
+
+
+def check_input_size(images: jax.Array) -> None:
+  """CLSA's pooling windows are whole numbers only for sizes that are multiples of 32."""
+  if images.ndim != 4 or images.shape[-1] != 3:
+    raise ValueError(f'images must be NHWC with 3 channels; got shape {images.shape}.')
+  check_image_size(int(images.shape[1]), 'image height')
+  check_image_size(int(images.shape[2]), 'image width')
+
+
+class CLAN(nn.Module):
+  """CLAN on a ResNet; `apply` returns the output dict of CLAN_SPEC."""
+  num_classes: int
+  depth: int = 50
+  mid_stages: tuple[int, ...] = (2, 3)
+  use_clca: bool = True
+  use_clsa: bool = True
+  clca_kind: str = 'cross_attention'
+  clca_dim: int = 256
+  clca_heads: int = 1
+  head_dim: int = 512
+  fusion: str = 'sum'
+  dtype: Optional[Dtype] = None
+
+  @property
+  def mid_names(self) -> tuple[str, ...]:
+    return tuple(f'layer{stage}' for stage in self.mid_stages)
+
+  def setup(self):
+    self.backbone = ResNet(self.depth, dtype=self.dtype)
+    if self.use_clca:
+      self.clca = {name: self._clca_block() for name in self.mid_names}
+    if self.use_clsa:
+      self.clsa = {name: conv(1, 7, in_features=2, dtype=self.dtype) for name in self.mid_names}
+    heads = {name: MidHead(self.head_dim, self.num_classes, dtype=self.dtype)
+             for name in self.mid_names}
+    heads['concat'] = Linear(self.num_classes)
+    self.heads = heads
+    self.fc = Linear(self.num_classes)
+
+  def _clca_block(self) -> nn.Module:
+    if self.clca_kind == 'cross_attention':
+      return CrossAttentionContext(self.clca_dim, self.clca_heads, dtype=self.dtype)
+    if self.clca_kind == 'global_context':
+      return GlobalContext(self.clca_dim, dtype=self.dtype)
+    raise ValueError(f'clca_kind={self.clca_kind!r}; allowed: cross_attention, global_context.')
+
+  def __call__(self, images: jax.Array, train: bool = False,
+               return_attention: bool = False) -> dict[str, Any]:
+    check_input_size(images)
+    features = self.backbone(images, train)
+    top = features['layer4']
+    mids = {name: features[name] for name in self.mid_names}
+    outputs = {}
+    if self.use_clca:
+      attention = {}
+      for name in self.mid_names:
+        mids[name], attention[name] = self.clca[name](mids[name], top, train)
+      if return_attention:
+        outputs['clca'] = attention
+    if self.use_clsa:
+      outputs['clsa'] = self._spatial_attention(mids, top.shape[1:3])
+      top = (top * (1 + outputs['clsa']['fused'])).astype(top.dtype)  # T' = T (1 + S)
+    outputs['heads'] = self._heads(mids, top, train)
+    outputs['logits'] = self._fuse(outputs['heads'])
+    return outputs
+
+  def _spatial_attention(self, mids: dict[str, jax.Array], top_size) -> dict[str, jax.Array]:
+    maps, pooled = {}, []
+    for name in self.mid_names:
+      maps[name] = spatial_attention(self.clsa[name], mids[name])
+      window = (maps[name].shape[1] // top_size[0], maps[name].shape[2] // top_size[1])
+      pooled.append(nn.avg_pool(maps[name], window, strides=window))
+    maps['fused'] = sum(pooled) / len(pooled)
+    return maps
+
+  def _heads(self, mids: dict[str, jax.Array], top: jax.Array, train: bool):
+    pooled_top = global_average_pool(top)
+    heads = {'top': self.fc(pooled_top)}
+    embeddings = [pooled_top]
+    for name in self.mid_names:  # Ascending stage order, as the twin's concat.
+      heads[name], z = self.heads[name](mids[name], train)
+      embeddings.append(z)
+    heads['concat'] = self.heads['concat'](jnp.concatenate(embeddings, axis=-1))
+    return heads
+
+  def _fuse(self, heads: dict[str, jax.Array]) -> jax.Array:
+    if self.fusion == 'sum':
+      return sum(heads.values())
+    return heads[self.fusion]  # 'top' or 'concat'.
+
+  def features(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    """The backbone's stage features, before CLCA (for parity checks)."""
+    return self.backbone(images, train)
