@@ -60,3 +60,28 @@ def load_config_flag(config_flag) -> object:
   except OSError as e:  # ml_collections defers a config file that failed to load to here.
     raise UserError(str(e)) from None
   return config_flag
+
+
+class _QuietLibraries:
+  """Drops the libraries' routine INFO lines (Orbax logs ~40 per checkpoint), TFDS's warning
+  that our own builder configs are 'custom' and Orbax's that a checkpoint taken between
+  evaluations has no metrics; other warnings and errors stay."""
+
+  NOISY_PATHS = ('/orbax/', '/tensorflow_datasets/', '/tensorstore/', 'xla_bridge.py')
+
+  def filter(self, record) -> bool:
+    import logging
+
+    path = record.pathname.replace('\\', '/')
+    if record.levelno < logging.WARNING and any(p in path for p in self.NOISY_PATHS):
+      return False
+    message = str(record.msg)
+    return not message.startswith(('Using custom data configuration',
+                                   'Requested `tracked_metric`'))
+
+
+def quiet_library_logs() -> None:
+  """Keeps the log readable: our progress, ETA and metrics, not the libraries' internals."""
+  from absl import logging as absl_logging
+
+  absl_logging.get_absl_handler().addFilter(_QuietLibraries())

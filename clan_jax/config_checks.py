@@ -15,6 +15,7 @@ FUSIONS = ('sum', 'top', 'concat')
 DTYPES = ('float32', 'bfloat16')
 HEAD_LOSS_KEYS = ('top', 'mid', 'concat')
 MID_STAGE_CHOICES = (1, 2, 3)
+AIRCRAFT_LABELS = ('variant', 'family', 'manufacturer')
 
 MODEL_FIELDS = ('name', 'depth', 'mid_stages', 'use_clca', 'use_clsa', 'clca_kind',
                 'clca_dim', 'clca_heads', 'head_dim', 'fusion', 'head_loss_weights',
@@ -101,6 +102,103 @@ def check_image_size(image_size: int, name: str = 'image size') -> None:
                       f'use e.g. {lower} or {lower + 32}.')
 
 
+def _check_non_negative_int(value: Any, name: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ConfigError(f'{name}={value!r} is invalid; it must be an integer >= 0.')
+
+
+def _check_fraction_range(value: Any, name: str) -> None:
+  pair = tuple(value) if isinstance(value, (list, tuple)) else ()
+  if (len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                for v in pair) or not 0 < pair[0] <= pair[1] <= 1):
+    raise ConfigError(f'{name}={value!r} is invalid; it must be (low, high) with '
+                      '0 < low <= high <= 1.')
+
+
+def validate_dataset_config(dataset: Any, prefix: str = 'dataset.') -> None:
+  """Raises ConfigError naming the first invalid field of a dataset section."""
+  from clan_jax.datasets import DATASET_NAMES, spec_from_config  # Light: no TensorFlow.
+
+  get = lambda field: _get(dataset, field, prefix)
+  _check_choice(get('name'), DATASET_NAMES, prefix + 'name')
+  for field in ('data_dir', 'manual_dir', 'root', 'train_split', 'eval_split'):
+    if not isinstance(get(field), str):
+      raise ConfigError(f'{prefix}{field}={get(field)!r} is invalid; it must be a string.')
+  for field in ('train_split', 'eval_split'):
+    if not get(field):
+      raise ConfigError(f'{prefix}{field} is empty; name a split, e.g. train or test.')
+  if get('name') == 'folder' and not get('root'):
+    raise ConfigError(f"{prefix}root is empty; {prefix}name='folder' reads "
+                      'root/<split>/<class>/<image>: set it to that folder.')
+  _check_non_negative_int(get('num_classes'), prefix + 'num_classes')
+  _check_non_negative_int(get('shuffle_seed'), prefix + 'shuffle_seed')
+  _check_positive_int(get('resize_size'), prefix + 'resize_size')
+  check_image_size(get('crop_size'), prefix + 'crop_size')
+  if get('resize_size') < get('crop_size'):
+    raise ConfigError(f'{prefix}resize_size={get("resize_size")} is smaller than '
+                      f'{prefix}crop_size={get("crop_size")}; the crop is taken from the '
+                      'resized image.')
+  _check_bool(get('cache'), prefix + 'cache')
+  if get('name') == 'synthetic':
+    spec_from_config(get('synthetic'))
+  _check_choice(get('aircraft_label'), AIRCRAFT_LABELS, prefix + 'aircraft_label')
+  _check_bool(get('aircraft_crop_banner'), prefix + 'aircraft_crop_banner')
+  augment = get('augment')
+  for field in ('random_crop', 'flip', 'random_resized_crop'):
+    _check_bool(_get(augment, field, prefix + 'augment.'), f'{prefix}augment.{field}')
+  _check_fraction_range(_get(augment, 'crop_area', prefix + 'augment.'),
+                        f'{prefix}augment.crop_area')
+  jitter = _get(augment, 'color_jitter', prefix + 'augment.')
+  if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
+    raise ConfigError(f'{prefix}augment.color_jitter={jitter!r} is invalid; it must be in '
+                      '[0, 1] (0: off).')
+
+
+def _check_number(value: Any, name: str, low: float, high: float = float('inf')) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+    bounds = f'in [{low}, {high}]' if high != float('inf') else f'>= {low}'
+    raise ConfigError(f'{name}={value!r} is invalid; it must be a number {bounds}.')
+
+
+def validate_optimizer_config(optimizer: Any, prefix: str = 'optimizer.') -> None:
+  get = lambda field: _get(optimizer, field, prefix)
+  _check_choice(get('name'), ('sgd', 'adamw'), prefix + 'name')
+  for field in ('learning_rate', 'backbone_learning_rate', 'weight_decay', 'grad_clip_norm',
+                'warmup_epochs'):
+    _check_number(get(field), prefix + field, 0)
+  _check_number(get('momentum'), prefix + 'momentum', 0, 1)
+  _check_number(get('label_smoothing'), prefix + 'label_smoothing', 0, 1)
+  _check_positive_int(get('base_batch_size'), prefix + 'base_batch_size')
+  _check_bool(get('decay_norm_and_bias'), prefix + 'decay_norm_and_bias')
+
+
+def validate_training_config(config: Any) -> None:
+  """The run's top-level fields: batch sizes, length, logging, checkpoints, init."""
+  get = lambda field: _get(config, field, '')
+  for field in ('batch_size', 'num_epochs', 'log_every_steps', 'checkpoint_every_steps',
+                'keep_checkpoints'):
+    _check_positive_int(get(field), field)
+  _check_non_negative_int(get('eval_batch_size'), 'eval_batch_size')
+  _check_non_negative_int(get('seed'), 'seed')
+  for field in ('num_train_steps', 'eval_every_steps'):
+    value = get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1 or (
+        field == 'num_train_steps' and value == 0):
+      allowed = '-1 (from num_epochs) or a positive integer' if field == 'num_train_steps' else (
+          '-1 (every epoch), 0 (only at the end) or a positive integer')
+      raise ConfigError(f'{field}={value!r} is invalid; it must be {allowed}.')
+  init = get('init')
+  for field in ('torch_checkpoint', 'checkpoint', 'allowed_globals'):
+    if not isinstance(_get(init, field, 'init.'), str):
+      raise ConfigError(f'init.{field} must be a string (a path, or \'\').')
+  _check_bool(_get(init, 'torch_backbone_only', 'init.'), 'init.torch_backbone_only')
+  if _get(init, 'torch_checkpoint', 'init.') and _get(init, 'checkpoint', 'init.'):
+    raise ConfigError('init.torch_checkpoint and init.checkpoint are both set; give one.')
+
+
 def validate_config(config: Any) -> None:
   """Validates a whole configuration (configs/default.py's sections)."""
   validate_model_config(_get(config, 'model', ''))
+  validate_dataset_config(_get(config, 'dataset', ''))
+  validate_optimizer_config(_get(config, 'optimizer', ''))
+  validate_training_config(config)

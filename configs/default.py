@@ -7,7 +7,11 @@ Path fields default to '' (never None: ml_collections cannot override a None fie
 from the command line).
 """
 
+import dataclasses
+
 import ml_collections
+
+from clan_jax.datasets.synthetic_images import SyntheticSpec
 
 
 def get_model_config() -> ml_collections.ConfigDict:
@@ -30,8 +34,68 @@ def get_model_config() -> ml_collections.ConfigDict:
   return model
 
 
+def get_dataset_config() -> ml_collections.ConfigDict:
+  """The dataset section: which data, where it is, and the input pipeline (docs/DATA.md)."""
+  dataset = ml_collections.ConfigDict()
+  # 'cub', 'cars', 'aircraft', 'dogs', 'folder' (root/<split>/<class>/<image>), 'synthetic'.
+  dataset.name = 'cub'
+  dataset.data_dir = ''  # TFDS data dir; '': $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  dataset.manual_dir = ''  # The original archives; '': <data_dir>/downloads/manual.
+  dataset.root = ''  # For 'folder'.
+  dataset.num_classes = 0  # 0: from the dataset.
+  dataset.train_split = 'train'
+  dataset.eval_split = 'test'
+  dataset.resize_size = 512  # Images are resized to resize_size x resize_size, then
+  dataset.crop_size = 448  # cropped (random in training, central in eval); a multiple of 32.
+  dataset.augment = ml_collections.ConfigDict()
+  dataset.augment.random_crop = True  # False: the central crop in training too.
+  dataset.augment.flip = True  # Random horizontal flip.
+  # Random resized crop (Inception-style) of the resized image instead of the plain crop.
+  dataset.augment.random_resized_crop = False
+  dataset.augment.crop_area = (0.25, 1.0)  # Its area range, as a fraction of the image.
+  dataset.augment.color_jitter = 0.0  # Brightness/contrast/saturation strength, 0: off.
+  dataset.cache = False  # Keep decoded, resized uint8 images in RAM (CUB at 512: ~9 GB).
+  dataset.shuffle_seed = 0  # Keys the order of every epoch and every augmentation.
+  dataset.aircraft_label = 'variant'  # 'variant' (100 classes), 'family' (70), 'manufacturer' (30).
+  dataset.aircraft_crop_banner = True  # Remove the 20-pixel copyright banner at the bottom.
+  dataset.synthetic = ml_collections.ConfigDict(dataclasses.asdict(SyntheticSpec()))
+  return dataset
+
+
+def get_optimizer_config() -> ml_collections.ConfigDict:
+  """SGD with momentum; the learning rates are for `base_batch_size` and scale linearly."""
+  optimizer = ml_collections.ConfigDict()
+  optimizer.name = 'sgd'  # Or 'adamw' (decoupled weight decay) for training from scratch.
+  optimizer.learning_rate = 0.002  # New layers: CLCA, CLSA, heads, fc when K != 1000.
+  optimizer.backbone_learning_rate = 0.0002  # The pretrained ResNet.
+  optimizer.base_batch_size = 16
+  optimizer.momentum = 0.9  # SGD only.
+  optimizer.weight_decay = 5e-4
+  optimizer.decay_norm_and_bias = True  # torch's default; False excludes BN and biases.
+  optimizer.grad_clip_norm = 0.0  # Global-norm clipping; 0: off.
+  optimizer.label_smoothing = 0.0
+  optimizer.warmup_epochs = 2.0  # Linear warm-up from 0, then cosine to 0, per step.
+  return optimizer
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model = get_model_config()
-  config.seed = 0
+  config.dataset = get_dataset_config()
+  config.optimizer = get_optimizer_config()
+  config.batch_size = 16  # Global, over all devices and processes.
+  config.eval_batch_size = 0  # 0: batch_size.
+  config.num_epochs = 100
+  config.num_train_steps = -1  # -1: from num_epochs; when set, also the schedule's length.
+  config.log_every_steps = 50
+  config.eval_every_steps = -1  # -1: every epoch; 0: only at the end.
+  config.checkpoint_every_steps = 1000  # Also at every evaluation and at the end.
+  config.keep_checkpoints = 2  # The last N, plus the best by eval top-1.
+  config.seed = 0  # Initialisation of the parts not loaded from a checkpoint.
+  config.init = ml_collections.ConfigDict()
+  # An ImageNet torchvision ResNet (.pth or .safetensors) for the backbone.
+  config.init.torch_checkpoint = ''
+  config.init.torch_backbone_only = True  # False: the file is a whole model of this config.
+  config.init.checkpoint = ''  # A variables checkpoint written by clan_jax.convert.
+  config.init.allowed_globals = ''  # Comma-separated globals to allow in a trusted .pth.
   return config

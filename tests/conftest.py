@@ -9,6 +9,14 @@ TESTS_DIR = pathlib.Path(__file__).parent
 REPO_ROOT = TESTS_DIR.parent
 
 
+def pytest_configure(config):
+  """TFDS progress bars would flood the test logs."""
+  del config
+  import tensorflow_datasets as tfds
+
+  tfds.disable_progress_bar()
+
+
 @pytest.fixture(scope='session')
 def torchvision_shapes() -> dict:
   """torchvision 0.28's resnet18-152 state_dict key names, shapes and parameter counts."""
@@ -50,3 +58,44 @@ def resnet18_pth(tmp_path_factory) -> pathlib.Path:
   path = tmp_path_factory.mktemp('torch') / 'resnet18_k10.pth'
   torch.save(randomize_(ResNetClassifier(18, 10), seed=11).state_dict(), path)
   return path
+
+
+def dataset_config(base=None, **overrides):
+  """A copy of `base` (default: configs/default.py's dataset section) with overrides.
+
+  Nested keys are written 'augment.flip'.
+  """
+  import copy
+
+  from configs import default
+
+  config = copy.deepcopy(base) if base is not None else default.get_dataset_config()
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+@pytest.fixture(scope='session')
+def fake_cub(tmp_path_factory):
+  """A fake CUB-200-2011 archive (with bad files) built once: (dataset config, summary)."""
+  from clan_jax import datasets
+  from fake_data import write_cub
+
+  base = tmp_path_factory.mktemp('cub')
+  write_cub(str(base / 'manual'))
+  config = dataset_config(name='cub', manual_dir=str(base / 'manual'),
+                          data_dir=str(base / 'data'), resize_size=72, crop_size=64)
+  return config, datasets.prepare(config)
+
+
+@pytest.fixture(scope='session')
+def small_synthetic(tmp_path_factory):
+  """A small synthetic dataset config (4 classes, 64 px), built on first use."""
+  return dataset_config(
+      name='synthetic', data_dir=str(tmp_path_factory.mktemp('synthetic')), resize_size=72,
+      crop_size=64, **{'synthetic.num_classes': 4, 'synthetic.image_size': 64,
+                       'synthetic.train_per_class': 6, 'synthetic.test_per_class': 3})

@@ -79,3 +79,50 @@ def test_image_sizes_multiple_of_32_pass(size):
 def test_other_image_sizes_fail_with_a_suggestion(size, hint):
   with pytest.raises(ConfigError, match=hint):
     check_image_size(size)
+
+
+@pytest.mark.parametrize('field, value, expected', [
+    ('name', 'imagenet', "dataset.name='imagenet' is invalid; allowed values: 'cub', 'cars'"),
+    ('crop_size', 450, 'dataset.crop_size=450 is not a multiple of 32'),
+    ('resize_size', 400, 'dataset.resize_size=400 is smaller than dataset.crop_size=448'),
+    ('num_classes', -1, 'dataset.num_classes=-1 is invalid'),
+    ('cache', 'yes', "dataset.cache='yes' is invalid; it must be True or False"),
+    ('eval_split', '', 'dataset.eval_split is empty'),
+    ('augment.crop_area', (0.5, 1.5), 'dataset.augment.crop_area=(0.5, 1.5) is invalid'),
+    ('augment.color_jitter', 2.0, 'dataset.augment.color_jitter=2.0 is invalid'),
+    ('augment.flip', 1, 'dataset.augment.flip=1 is invalid'),
+])
+def test_invalid_dataset_values_name_the_field(field, value, expected):
+  from clan_jax.config_checks import validate_dataset_config
+
+  dataset = default.get_dataset_config().to_dict()
+  node, *rest = field.split('.')
+  if rest:
+    dataset[node] = types.SimpleNamespace(**{**dataset[node], rest[0]: value})
+  else:
+    dataset[field] = value
+  with pytest.raises(ConfigError) as error:
+    validate_dataset_config(types.SimpleNamespace(**dataset))
+  assert expected in str(error.value)
+
+
+def test_folder_needs_a_root_and_synthetic_knobs_are_checked():
+  from clan_jax.config_checks import validate_dataset_config
+
+  dataset = default.get_dataset_config()
+  dataset.name = 'folder'
+  with pytest.raises(ConfigError, match='dataset.root is empty'):
+    validate_dataset_config(dataset)
+  dataset.name = 'synthetic'
+  dataset.synthetic.num_classes = 1
+  with pytest.raises(ConfigError, match='dataset.synthetic: .*num_classes'):
+    validate_dataset_config(dataset)
+
+
+def test_aircraft_label_level_is_checked():
+  from clan_jax.config_checks import validate_dataset_config
+
+  dataset = default.get_dataset_config()
+  dataset.aircraft_label = 'model'
+  with pytest.raises(ConfigError, match="allowed values: 'variant', 'family', 'manufacturer'"):
+    validate_dataset_config(dataset)

@@ -14,7 +14,7 @@ import torch
 from clan_jax.convert import flax_to_torch, flax_to_torch_arrays, torch_to_flax
 from clan_jax.errors import CheckpointError
 from clan_jax.models import create_model
-from clan_jax.torch_reference import create_torch_model, load_arrays
+from clan_jax.torch_reference import create_torch_model
 from torch_helpers import (assert_close_to_scale, numpy_state_dict, randomize_, to_nchw,
                            to_nhwc)
 

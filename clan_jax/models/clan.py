@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from clan_jax.config_checks import check_image_size
 from clan_jax.models.layers import BatchNorm, Linear, compute_dtype, conv
-from clan_jax.models.resnet import ResNet, global_average_pool, stage_channels
+from clan_jax.models.resnet import ResNet, global_average_pool
 
 Dtype = Any
 

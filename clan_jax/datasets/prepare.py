@@ -1,0 +1,57 @@
+"""Build a dataset once and print what it holds.
+
+    python -m clan_jax.datasets.prepare --dataset=cub --manual_dir=~/downloads [--data_dir=DIR]
+    python -m clan_jax.datasets.prepare --dataset=folder --root=~/my_birds
+    python -m clan_jax.datasets.prepare --config=configs/demo.py     # the config's dataset
+
+Prints, per split, the examples, the classes and the files it skipped. Training builds the
+dataset on first use in the same way; a built dataset is reused. A missing archive is one
+message naming the expected files and where to get them (exit status 2). An archive that
+differs from the official one is a warning, an error with --verify_checksums.
+"""
+
+import types
+
+from absl import flags
+from ml_collections import config_flags
+
+from clan_jax import cli
+from clan_jax.datasets import DATASET_NAMES, prepare
+from clan_jax.errors import UserError
+
+flags.DEFINE_enum('dataset', None, list(DATASET_NAMES), 'Dataset to build.')
+flags.DEFINE_string('manual_dir', None, 'Folder holding the original archives.')
+flags.DEFINE_string('data_dir', None, 'TFDS data dir (default: $TFDS_DATA_DIR or '
+                    '~/tensorflow_datasets).')
+flags.DEFINE_string('root', None, "For --dataset=folder: root/<split>/<class>/<image>.")
+flags.DEFINE_bool('verify_checksums', False, 'Fail if an archive differs from the official one.')
+config_flags.DEFINE_config_file('config', None, 'Optional config file whose `dataset` section '
+                                'is used (with --config.dataset.KEY=VALUE); the flags above '
+                                'override it.')
+FLAGS = flags.FLAGS
+
+
+def dataset_config_from_flags():
+  if FLAGS['config'].present:
+    dataset = cli.load_config_flag(FLAGS.config).dataset
+  else:
+    dataset = types.SimpleNamespace(name='', data_dir='', manual_dir='', root='', synthetic={},
+                                    aircraft_label='variant', aircraft_crop_banner=True)
+  for field in ('dataset', 'manual_dir', 'data_dir', 'root'):
+    value = getattr(FLAGS, field)
+    if value is not None:
+      setattr(dataset, 'name' if field == 'dataset' else field, value)
+  if not dataset.name:
+    raise UserError(f'--dataset is required (one of {", ".join(DATASET_NAMES)}) unless '
+                        '--config names one.')
+  return dataset
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  summary = prepare(dataset_config_from_flags(), verify_checksums=FLAGS.verify_checksums)
+  print(summary.format())
+
+
+if __name__ == '__main__':
+  cli.run(main)
