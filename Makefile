@@ -1,4 +1,5 @@
-# make test: (re)create .venv when missing or stale, then run the whole test suite.
+# make demo: (re)create .venv when missing or stale, then train the demo (configs/demo.py).
+# make test: the same set-up, then the whole test suite.
 PYTHON ?= python3
 VENV := .venv
 PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -8,7 +9,7 @@ REQUIREMENTS := requirements.txt requirements-torch.txt requirements-test.txt co
 	pyproject.toml
 PYTEST_ARGS ?= -n 2
 
-.PHONY: test venv clean
+.PHONY: demo test venv clean
 
 venv: $(STAMP)
 
@@ -17,6 +18,9 @@ $(STAMP): $(REQUIREMENTS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[torch,test]'
 	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/python main.py --config=configs/demo.py --workdir=runs/demo
 
 test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests

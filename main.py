@@ -1,18 +1,25 @@
-"""The main entry point: python main.py --config=configs/X.py --workdir=DIR [--mode=train|eval].
+"""The main entry point.
 
-Training and evaluation arrive with the Training I issue; until then this parses the
-flags, validates the configuration and prints it.
+    python main.py --config=configs/cub.py --workdir=runs/cub [--config.KEY=VALUE ...]
+    python main.py --config=configs/cub.py --workdir=runs/cub --mode=eval [--checkpoint=best]
+
+Training resumes from the latest checkpoint in --workdir; --mode=eval evaluates the latest
+(or best) checkpoint, or a PyTorch checkpoint given as --config.init.torch_checkpoint, and
+writes workdir/eval_results.json. Invalid flags or config values, and missing dataset
+files, end with one message and exit status 2 before anything compiles.
 """
 
-from absl import flags
+from absl import flags, logging
 from ml_collections import config_flags
 
 from clan_jax import cli
 
 config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
                                 lock_config=True)
-flags.DEFINE_string('workdir', '', 'Directory for checkpoints, logs and metrics.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'What to run.')
+flags.DEFINE_string('workdir', '', 'Directory for checkpoints, metrics and results.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train (and evaluate), or only evaluate.')
+flags.DEFINE_enum('checkpoint', 'latest', ['latest', 'best'],
+                  'With --mode=eval: which checkpoint of --workdir to evaluate.')
 FLAGS = flags.FLAGS
 
 
@@ -20,9 +27,14 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   config = cli.load_config_flag(FLAGS.config)
-  print(config.to_json_best_effort(indent=2))
-  print(f'configuration valid. --mode={FLAGS.mode} is not implemented yet: training and '
-        'evaluation arrive with the Training I issue (see README).')
+  from clan_jax import train  # After validation: importing TF, JAX and clu takes seconds.
+
+  logging.set_verbosity(logging.INFO)
+  cli.quiet_library_logs()
+  if FLAGS.mode == 'train':
+    train.train_and_evaluate(config, FLAGS.workdir)
+  else:
+    train.evaluate(config, FLAGS.workdir, FLAGS.checkpoint)
   return 0
 
 

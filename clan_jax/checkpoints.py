@@ -1,4 +1,5 @@
-"""Variables-only Orbax checkpoints ({'params', 'batch_stats'}), as written by clan_jax.convert.
+"""Checkpoints on disk: variables-only ones ({'params', 'batch_stats'}, written by
+clan_jax.convert) and the training run's state checkpoints (TrainCheckpoints).
 
 Orbax writes to a temporary directory and renames it when complete, so a failed or
 interrupted save never leaves a half-written checkpoint under the final name, and an
@@ -35,3 +36,99 @@ def restore_variables(directory: str | os.PathLike) -> dict[str, Any]:
     raise CheckpointError(f'{directory}: no such checkpoint directory.')
   with ocp.StandardCheckpointer() as checkpointer:
     return checkpointer.restore(directory)
+
+
+class TrainCheckpoints:
+  """Train-state checkpoints in <workdir>/checkpoints/<step>/: the last N plus the best.
+
+  Each checkpoint holds the train state and a JSON `meta` item (step, and for checkpoints
+  taken at an evaluation the eval metrics, labelled with the split they were measured on).
+  Saves are asynchronous and atomic (Orbax renames a finished temporary directory), so a
+  run killed at any moment leaves the previous checkpoints intact.
+  """
+
+  def __init__(self, directory: str | os.PathLike, keep_last: int):
+    import orbax.checkpoint as ocp
+    from orbax.checkpoint import checkpoint_managers as policies
+
+    self._ocp = ocp
+    best = policies.BestN(get_metric_fn=lambda metrics: metrics['top1'], n=1,
+                          keep_checkpoints_without_metrics=False)
+    # best_fn makes Orbax write each checkpoint's metrics, which BestN ranks.
+    options = ocp.CheckpointManagerOptions(
+        best_fn=lambda metrics: metrics['top1'], best_mode='max',
+        preservation_policy=policies.AnyPreservationPolicy([policies.LatestN(keep_last), best]),
+        cleanup_tmp_directories=True, create=True)
+    self.directory = os.path.abspath(os.fspath(directory))
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
+
+  def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None) -> None:
+    ocp = self._ocp
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    meta=ocp.args.JsonSave(meta)),
+                      metrics=metrics, force=True)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The evaluated step with the highest top-1 (None if no checkpoint was evaluated)."""
+    scored = [step for step in self.manager.all_steps() if self.manager.metrics(step)]
+    return self.manager.best_step() if scored else None
+
+  def meta(self, step: int) -> dict:
+    ocp = self._ocp
+    return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                ['meta'])
+
+  def restore(self, step: int, target: Any) -> Any:
+    """The state at `step`, laid out like `target` (abstract arrays with shardings).
+
+    A checkpoint that does not fit raises CheckpointError naming every mismatched
+    parameter or statistic.
+    """
+    ocp = self._ocp
+    saved = self.manager.item_metadata(step)['state']
+    mismatches = []
+    for collection in ('params', 'batch_stats'):
+      mismatches += state_mismatches(saved.get(collection, {}), getattr(target, collection),
+                                     prefix=collection)
+    if not mismatches:
+      try:
+        return self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
+      except (ValueError, KeyError, TypeError) as e:  # E.g. another optimizer's state.
+        mismatches = [f'{type(e).__name__}: {str(e)[:500]}']
+    raise CheckpointError(
+        f'the checkpoint at {self.directory}/{step} does not fit the configuration:\n  '
+        + '\n  '.join(mismatches) + '\nUse the config it was trained with (config.json '
+        'beside it), or another --workdir.')
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def state_mismatches(saved: Any, target: Any, prefix: str = '') -> list[str]:
+  """Paths missing, unexpected or of another shape in a saved tree, against `target`."""
+  import jax
+
+  def shapes(tree):
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {prefix + jax.tree_util.keystr(path): tuple(getattr(leaf, 'shape', ()))
+            for path, leaf in leaves}
+
+  saved_shapes, target_shapes = shapes(saved), shapes(target)
+  lines = [f'missing from the checkpoint: {p}'
+           for p in sorted(set(target_shapes) - set(saved_shapes))]
+  lines += [f'in the checkpoint but not in this model: {p}'
+            for p in sorted(set(saved_shapes) - set(target_shapes))]
+  lines += [f'{p}: checkpoint {saved_shapes[p]}, model {target_shapes[p]}'
+            for p in sorted(set(saved_shapes) & set(target_shapes))
+            if saved_shapes[p] != target_shapes[p]]
+  return lines

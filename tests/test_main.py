@@ -3,9 +3,9 @@
 from conftest import run_cli
 
 
-def test_valid_config_is_accepted():
-  result = run_cli('main.py', '--config=configs/default.py', '--config.model.depth=18')
-  assert '"depth": 18' in result.stdout and 'configuration valid' in result.stdout
+def test_missing_workdir_is_a_message():
+  result = run_cli('main.py', '--config=configs/demo.py', check_returncode=2)
+  assert '--workdir is required' in result.stderr and 'Traceback' not in result.stderr
 
 
 def test_misspelled_key_is_a_message_with_a_suggestion():

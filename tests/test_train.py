@@ -1,0 +1,231 @@
+"""The main job end to end: train, resume after SIGKILL bit for bit, SIGTERM, NaN, eval.
+
+Runs `python main.py` in subprocesses on a tiny CLAN-R18 and a small synthetic dataset,
+sharing a persistent compilation cache so that each run compiles little.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+CONFIG = '''
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model.update(depth=18, clca_dim=16, head_dim=16)
+  config.dataset.update(name='synthetic', data_dir={data_dir!r}, resize_size=40, crop_size=32,
+                        cache=True)
+  config.dataset.synthetic.update(num_classes=4, image_size=48, train_per_class=8,
+                                  test_per_class=3)
+  config.update(batch_size=8, num_train_steps=12, log_every_steps=4, eval_every_steps=8,
+                checkpoint_every_steps=4, keep_checkpoints=2)
+  config.optimizer.update(learning_rate=0.02, backbone_learning_rate=0.02, warmup_epochs=1.0)
+  return config
+'''
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  """A config file and an environment shared by the module's runs."""
+  base = tmp_path_factory.mktemp('train')
+  config = base / 'tiny_config.py'
+  config.write_text(CONFIG.format(data_dir=str(base / 'data')))
+  variables = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': str(REPO_ROOT),
+               'JAX_COMPILATION_CACHE_DIR': str(base / 'jax_cache'),
+               'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+               'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '-1'}
+  return {'config': str(config), 'env': variables, 'base': base}
+
+
+def main_py(env, workdir, *flags):
+  return [sys.executable, os.path.join(REPO_ROOT, 'main.py'), f'--config={env["config"]}',
+          f'--workdir={workdir}', *flags]
+
+
+def run(env, workdir, *flags, returncode=0):
+  result = subprocess.run(main_py(env, workdir, *flags), cwd=REPO_ROOT, env=env['env'],
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == returncode, (
+      f'exit {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}')
+  return result
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def final_state(workdir):
+  """The arrays of the latest checkpoint's state, as numpy, by tree path."""
+  import jax
+  import orbax.checkpoint as ocp
+
+  directory = os.path.join(workdir, 'checkpoints')
+  with ocp.CheckpointManager(directory, item_names=('state', 'meta')) as manager:
+    step = manager.latest_step()
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  leaves = jax.tree_util.tree_flatten_with_path(state['state'])[0]
+  return step, {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(env):
+  workdir = env['base'] / 'uninterrupted'
+  result = run(env, workdir)
+  return workdir, result
+
+
+def test_end_to_end_run_writes_results_config_classes_and_checkpoints(uninterrupted):
+  workdir, result = uninterrupted
+  results = read_json(workdir / 'eval_results.json')
+  assert set(results) == {'fused', 'heads', 'per_class_top1', 'num_examples', 'protocol'}
+  assert results['num_examples'] == 12
+  assert set(results['heads']) == {'top', 'layer2', 'layer3', 'concat'}
+  for metrics in [results['fused'], *results['heads'].values()]:
+    assert set(metrics) == {'top1', 'top5', 'loss'}
+    assert 0 <= metrics['top1'] <= metrics['top5'] <= 1 and np.isfinite(metrics['loss'])
+  assert len(results['per_class_top1']) == 4
+  assert all(v is None or 0 <= v <= 1 for v in results['per_class_top1'])
+  assert results['protocol'] == {'split': 'test', 'crop': 'center', 'image_size': 32,
+                                 'fusion': 'sum', 'checkpoint': 'final', 'step': 12}
+  assert read_json(workdir / 'config.json')['batch_size'] == 8
+  assert len(read_json(workdir / 'classes.json')['classes']) == 4
+  # Last 2 (8, 12) plus the best evaluated one; 4 was dropped.
+  steps = sorted(int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit())
+  assert steps[-2:] == [8, 12] and 4 not in steps
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  assert 'test top-1 (fused: sum)' in result.stdout and 'ETA' in result.stderr
+
+
+def test_sigkill_then_resume_is_bit_identical(env, uninterrupted):
+  reference_dir, _ = uninterrupted
+  workdir = env['base'] / 'killed'
+  process = subprocess.Popen(main_py(env, workdir), cwd=REPO_ROOT, env=env['env'],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not (workdir / 'checkpoints' / '4').exists() and time.time() < deadline:
+    time.sleep(0.2)
+  time.sleep(0.5)  # Somewhere between checkpoints 4 and 8.
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (workdir / 'eval_results.json').exists()
+  result = run(env, workdir)
+  assert 'resuming from the checkpoint at step' in result.stderr
+  assert read_json(workdir / 'eval_results.json') == read_json(reference_dir /
+                                                               'eval_results.json')
+  step, state = final_state(workdir)
+  reference_step, reference = final_state(reference_dir)
+  assert step == reference_step == 12 and state.keys() == reference.keys()
+  for path in state:
+    assert np.array_equal(state[path], reference[path]), path
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(env):
+  workdir = env['base'] / 'terminated'
+  process = subprocess.Popen(main_py(env, workdir, '--config.num_train_steps=400'),
+                             cwd=REPO_ROOT, env=env['env'], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while not (workdir / 'checkpoints' / '4').exists() and time.time() < deadline:
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  stdout, stderr = process.communicate(timeout=120)
+  assert process.returncode == 0, stderr[-3000:]
+  assert 'stopped by SIGTERM at step' in stdout and 'Traceback' not in stderr
+  stopped_at = int(stdout.split('stopped by SIGTERM at step ')[1].split(';')[0])
+  assert 4 <= stopped_at < 400
+  assert (workdir / 'checkpoints' / str(stopped_at)).exists()
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(env):
+  workdir = env['base'] / 'nan'
+  result = run(env, workdir, '--config.optimizer.learning_rate=1e30',
+               '--config.optimizer.backbone_learning_rate=1e30',
+               '--config.optimizer.warmup_epochs=0.0', '--config.checkpoint_every_steps=1',
+               returncode=2)
+  assert 'the loss became' in result.stderr and 'Traceback' not in result.stderr
+  bad_step = int(result.stderr.split(' at step ')[1].split(';')[0])
+  kept = sorted(int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit())
+  assert kept and max(kept) < bad_step
+  assert f'the last good checkpoint is step {max(kept)}' in result.stderr
+  assert not (workdir / 'eval_results.json').exists()
+
+
+def test_eval_mode_of_latest_and_best_checkpoints(env, uninterrupted):
+  reference_dir, _ = uninterrupted
+  latest = run(env, reference_dir, '--mode=eval')
+  results = read_json(reference_dir / 'eval_results.json')
+  assert results['protocol']['checkpoint'] == 'latest' and results['protocol']['step'] == 12
+  assert 'top-1' in latest.stdout
+  run(env, reference_dir, '--mode=eval', '--checkpoint=best')
+  best = read_json(reference_dir / 'eval_results.json')
+  assert best['protocol']['checkpoint'] == 'best' and best['protocol']['step'] in (8, 12)
+  assert best['protocol']['selected_on'] == 'test split top-1'
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--config.model.dept=18'], 'Did you mean "depth"'),
+    (['--config.model.depth=20'], 'model.depth=20 is invalid'),
+    (['--config.dataset.crop_size=100'], 'dataset.crop_size=100 is not a multiple of 32'),
+    (['--config.batch_size=6', '--config.eval_batch_size=8'],
+     'batch_size=6 is not divisible by the 4 devices'),
+    (['--config.dataset.name=cub', '--config.dataset.manual_dir=/nonexistent'],
+     'CUB_200_2011.tgz'),
+])
+def test_config_and_data_errors_are_messages_before_compiling(env, tmp_path, flags, message):
+  environment = {**env['env'], 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+  result = subprocess.run(main_py(env, tmp_path / 'run', *flags), cwd=REPO_ROOT,
+                          env=environment, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert message in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_eval_of_a_pytorch_checkpoint_equals_the_twins_accuracy(env, tmp_path):
+  import importlib.util
+
+  import torch
+
+  from clan_jax import input_pipeline, preprocess
+  from clan_jax.torch_reference import create_torch_model
+  from torch_helpers import randomize_, to_nchw
+
+  loader = importlib.util.spec_from_file_location('tiny_config', env['config'])
+  module = importlib.util.module_from_spec(loader)
+  loader.loader.exec_module(module)
+  config = module.get_config()
+  twin = randomize_(create_torch_model(config.model, 4), seed=21).eval()
+  path = tmp_path / 'twin.pth'
+  torch.save(twin.state_dict(), path)
+  run(env, tmp_path / 'eval', '--mode=eval', f'--config.init.torch_checkpoint={path}')
+  results = read_json(tmp_path / 'eval' / 'eval_results.json')
+  assert results['protocol']['checkpoint'] == 'torch'
+
+  data = input_pipeline.load_split(config.dataset, 'test')
+  hits, losses, count = {}, {}, 0
+  for batch in input_pipeline.eval_dataset(data, config.dataset,
+                                           global_batch_size=8).as_numpy_iterator():
+    mask = batch['mask']
+    images = preprocess.normalize(batch['image'][mask])
+    labels = torch.from_numpy(batch['label'][mask].astype(np.int64))
+    with torch.no_grad():
+      outputs = twin(to_nchw(images))
+    for head, logits in {'fused': outputs['logits'], **outputs['heads']}.items():
+      hits[head] = hits.get(head, 0) + int((logits.argmax(-1) == labels).sum())
+      loss = torch.nn.functional.cross_entropy(logits, labels, reduction='sum')
+      losses[head] = losses.get(head, 0.0) + float(loss)
+    count += int(mask.sum())
+  assert count == results['num_examples'] == 12
+  for head in hits:
+    ours = results['fused'] if head == 'fused' else results['heads'][head]
+    assert ours['top1'] == hits[head] / count, head
+    assert abs(ours['loss'] - losses[head] / count) <= 1e-5 * abs(losses[head] / count), head
