@@ -229,3 +229,16 @@ def test_eval_of_a_pytorch_checkpoint_equals_the_twins_accuracy(env, tmp_path):
     ours = results['fused'] if head == 'fused' else results['heads'][head]
     assert ours['top1'] == hits[head] / count, head
     assert abs(ours['loss'] - losses[head] / count) <= 1e-5 * abs(losses[head] / count), head
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_mismatched_parameters(env, uninterrupted):
+  import shutil
+
+  reference_dir, _ = uninterrupted
+  workdir = env['base'] / 'mismatch'
+  shutil.copytree(reference_dir / 'checkpoints', workdir / 'checkpoints')
+  result = run(env, workdir, '--config.model.head_dim=24', returncode=2)
+  assert 'does not fit the configuration' in result.stderr
+  assert "['heads_layer2']['conv']['kernel']: checkpoint (1, 1, 128, 16), model (1, 1, 128, 24)" \
+      in result.stderr
+  assert 'Traceback' not in result.stderr

@@ -125,13 +125,8 @@ class ClanAircraft(ClanBuilder):
             for split in SPLITS}
 
   def _generate_examples(self, files, split, listed_in, boxes, labels):
-    wanted = lambda member: _image_id(member) in labels
-    seen = set()
-    for member, data in files.iter_members(ARCHIVE.filename, wanted):
-      image_id = _image_id(member)
-      if image_id in seen:  # A second copy of the same file in a re-packed archive.
-        continue
-      seen.add(image_id)
+    for image_id, data in self.listed_members(files, split, ARCHIVE.filename, _image_id, labels,
+                                              listed_in, name_of=lambda i: f'{i}.jpg'):
       name = f'{image_id}.jpg'
       encoded = self._encode(split, name, data)
       if encoded is None:
@@ -139,9 +134,6 @@ class ClanAircraft(ClanBuilder):
       box = boxes.get(image_id, (0.0, 0.0, float('inf'), float('inf')))  # None: all of it.
       yield image_id, {'image': encoded, 'image/filename': name, 'label': labels[image_id],
                        'bbox': pixel_bbox(encoded, *box)}
-    for image_id in sorted(set(labels) - seen):
-      self.record_skipped(split, f'{image_id}.jpg',
-                          f'listed in {listed_in} but not in {ARCHIVE.filename}')
 
   def _encode(self, split, name, data):
     """The normalised image, without its banner when the config says so; None if skipped."""

@@ -8,7 +8,7 @@ and training print.
 """
 
 import io
-from typing import Optional
+from typing import Callable, Collection, Iterator, Optional
 
 import tensorflow_datasets as tfds
 
@@ -55,6 +55,20 @@ class ClanBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def record_warning(self, message: str) -> None:
     self.info.metadata.setdefault(WARNINGS_KEY, []).append(message)
+
+  def listed_members(self, files, split: str, archive: str, key_of: Callable[[str], str],
+                     listed: Collection[str], listed_in: str,
+                     name_of: Callable[[str], str] = str) -> Iterator[tuple[str, bytes]]:
+    """(key, bytes) of every listed file in `archive`, once each; then records each listed
+    file that the archive lacks as skipped ('listed in <listed_in> but not in <archive>')."""
+    seen = set()
+    for member, data in files.iter_members(archive, lambda m: key_of(m) in listed):
+      key = key_of(member)
+      if key not in seen:  # A re-packed archive may hold a file twice.
+        seen.add(key)
+        yield key, data
+    for key in sorted(set(listed) - seen):
+      self.record_skipped(split, name_of(key), f'listed in {listed_in} but not in {archive}')
 
   def encode_image(self, split: str, name: str, data: bytes) -> Optional[bytes]:
     """The normalised image bytes, or None (recorded as skipped) if undecodable."""

@@ -86,20 +86,12 @@ class ClanCars(ClanBuilder):
 
   def _generate_examples(self, files, split, archive, listed_in, annotations):
     # Matched by file name, wherever it sits: some re-uploads nest the folder twice.
-    wanted = lambda member: posixpath.basename(member) in annotations
-    seen = set()
-    for member, data in files.iter_members(archive.filename, wanted):
-      fname = posixpath.basename(member)
-      if fname in seen:  # A second copy of the same file in a re-packed archive.
-        continue
-      seen.add(fname)
-      name = f'{archive.extracted_dir}/{fname}'
-      encoded = self.encode_image(split, name, data)
+    name_of = lambda fname: f'{archive.extracted_dir}/{fname}'
+    for fname, data in self.listed_members(files, split, archive.filename, posixpath.basename,
+                                           annotations, listed_in, name_of):
+      encoded = self.encode_image(split, name_of(fname), data)
       if encoded is None:
         continue
       label, box = annotations[fname]
-      yield name, {'image': encoded, 'image/filename': name, 'label': label,
-                   'bbox': pixel_bbox(encoded, *box)}
-    for fname in sorted(set(annotations) - seen):
-      self.record_skipped(split, f'{archive.extracted_dir}/{fname}',
-                          f'listed in {listed_in} but not in {archive.filename}')
+      yield name_of(fname), {'image': encoded, 'image/filename': name_of(fname),
+                             'label': label, 'bbox': pixel_bbox(encoded, *box)}

@@ -61,9 +61,8 @@ class ClanCub(ClanBuilder):
             for split, paths in splits.items()}
 
   def _generate_examples(self, files, split, paths, tables):
-    wanted = lambda member: _image_path(member) in paths
-    for member, data in files.iter_members(ARCHIVE.filename, wanted):
-      path = _image_path(member)
+    for path, data in self.listed_members(files, split, ARCHIVE.filename, _image_path, paths,
+                                          'images.txt'):
       image_id = paths[path]
       encoded = self.encode_image(split, path, data)
       if encoded is None:

@@ -72,19 +72,11 @@ class ClanDogs(ClanBuilder):
             for split, paths in lists.items()}
 
   def _generate_examples(self, files, split, paths):
-    wanted = lambda member: _relative_path(member) in paths
-    seen = set()
-    for member, data in files.iter_members(IMAGES.filename, wanted):
-      path = _relative_path(member)
-      if path in seen:  # A second copy of the same file in a re-packed archive.
-        continue
-      seen.add(path)
+    for path, data in self.listed_members(files, split, IMAGES.filename, _relative_path, paths,
+                                          f'{split}_list.mat'):
       encoded = self.encode_image(split, path, data)
       if encoded is not None:
         yield path, {'image': encoded, 'image/filename': path, 'label': paths[path]}
-    for path in sorted(set(paths) - seen):
-      self.record_skipped(split, path, f'listed in {split}_list.mat but not in '
-                          f'{IMAGES.filename}')
 
 
 def _relative_path(member: str) -> str:
