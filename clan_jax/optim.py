@@ -31,7 +31,7 @@ def warmup_cosine(peak: float, warmup_steps: int, total_steps: int) -> Callable[
   warmup_steps = min(warmup_steps, total_steps)
 
   def schedule(step):
-    step = jnp.asarray(step, jnp.float32)
+    step = jnp.asarray(step, jnp.result_type(float))  # float64 under jax.enable_x64.
     warm = peak * step / max(warmup_steps, 1)
     progress = jnp.clip((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
     cosine = peak * 0.5 * (1.0 + jnp.cos(math.pi * progress))

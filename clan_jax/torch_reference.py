@@ -298,3 +298,47 @@ def create_torch_model(model_config: Any, num_classes: int) -> nn.Module:
                 model_config.clca_dim, model_config.clca_heads, model_config.head_dim,
                 model_config.fusion)
   raise ValueError(f"model.name={model_config.name!r}; allowed: 'clan', 'resnet'.")
+
+
+# ------------------------------------------------------------------ the training recipe
+
+BACKBONE_PREFIXES = ('conv1.', 'bn1.', 'layer1.', 'layer2.', 'layer3.', 'layer4.')
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+  """The twin of clan_jax.optim.warmup_cosine, as a factor of the peak rate."""
+  warmup_steps = min(warmup_steps, total_steps)
+  if step < warmup_steps:
+    return step / max(warmup_steps, 1)
+  progress = min(max((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0), 1.0)
+  return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def create_torch_optimizer(module: nn.Module, optimizer_config: Any, *, num_classes: int,
+                           batch_size: int, total_steps: int, warmup_steps: int):
+  """torch.optim.SGD and a per-step LambdaLR with clan_jax.optim's recipe: two rate groups
+  (the backbone, and `fc` when K = 1000; the new layers), linear scaling with the batch,
+  weight decay on every parameter unless `decay_norm_and_bias` is False.
+
+  Call `scheduler.step()` after each `optimizer.step()`. Only SGD has a twin.
+  """
+  c = optimizer_config
+  if c.name != 'sgd':
+    raise ValueError(f'optimizer.name={c.name!r} has no twin; only sgd.')
+  scale = batch_size / c.base_batch_size
+  groups = {}
+  for name, parameter in module.named_parameters():
+    backbone = name.startswith(BACKBONE_PREFIXES) or (name.startswith('fc.') and
+                                                      num_classes == 1000)
+    decay = c.decay_norm_and_bias or parameter.ndim > 1
+    key = (backbone, decay)
+    if key not in groups:
+      rate = c.backbone_learning_rate if backbone else c.learning_rate
+      groups[key] = {'params': [], 'lr': rate * scale,
+                     'weight_decay': c.weight_decay if decay else 0.0}
+    groups[key]['params'].append(parameter)
+  optimizer = torch.optim.SGD(list(groups.values()), lr=c.learning_rate * scale,
+                              momentum=c.momentum)
+  scheduler = torch.optim.lr_scheduler.LambdaLR(
+      optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps))
+  return optimizer, scheduler

@@ -38,7 +38,7 @@ def randomize_(module: nn.Module, seed: int) -> nn.Module:
 
 
 def numpy_state_dict(module: nn.Module) -> dict[str, np.ndarray]:
-  return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()
+  return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()
           if not k.endswith('num_batches_tracked')}
 
 
