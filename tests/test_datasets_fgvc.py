@@ -227,7 +227,7 @@ def test_missing_files_message_names_every_file_and_source(builder_class, tmp_pa
   message = str(error.value)
   for expected in EXPECTED[builder_class]:
     assert expected in message
-  assert message.count('MISSING') == len(builder.official_files())
+  assert message.count("MISSING") == len(builder.OFFICIAL_FILES)
   assert not os.path.exists(tmp_path / 'data' / builder.name)
 
 

@@ -114,14 +114,12 @@ def prepare(dataset_config: Any, verify_checksums: bool = False,
   import tensorflow_datasets as tfds
 
   from clan_jax.datasets.base import build_warnings, skipped_files
-  from clan_jax.datasets.sources import DatasetFiles
 
   builder = builder or get_builder(dataset_config)
   reused = builder.is_prepared()
   if not reused:
-    if hasattr(builder, 'official_files'):
-      files = DatasetFiles(builder.TITLE, builder.manual_dir, builder.official_files())
-      for warning in files.checksum_warnings(verify_checksums):
+    if builder.OFFICIAL_FILES:
+      for warning in builder.dataset_files().checksum_warnings(verify_checksums):
         builder.record_warning(warning)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=builder.manual_dir))

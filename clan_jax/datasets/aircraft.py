@@ -20,7 +20,7 @@ import re
 import tensorflow_datasets as tfds
 
 from clan_jax.datasets.base import ClanBuilder, pixel_bbox
-from clan_jax.datasets.sources import DatasetFiles, OfficialFile
+from clan_jax.datasets.sources import OfficialFile
 from clan_jax.errors import ConfigError, UserError
 
 ARCHIVE = OfficialFile(
@@ -94,6 +94,8 @@ class ClanAircraft(ClanBuilder):
   """FGVC-Aircraft 2013b: 100 variants, 70 families or 30 manufacturers."""
 
   TITLE = 'FGVC-Aircraft 2013b'
+  OFFICIAL_FILES = (ARCHIVE,)
+  HAS_BBOX = True
   MANUAL_DOWNLOAD_INSTRUCTIONS = f'Place {ARCHIVE.filename} from {ARCHIVE.source} in manual_dir.'
   BUILDER_CONFIGS = [aircraft_config(label, crop) for label in LEVELS for crop in (True, False)]
 
@@ -101,17 +103,10 @@ class ClanAircraft(ClanBuilder):
     kwargs.setdefault('config', aircraft_config(label, crop_banner).name)
     super().__init__(**kwargs)
 
-  @classmethod
-  def official_files(cls) -> tuple[OfficialFile, ...]:
-    return (ARCHIVE,)
-
-  def extra_features(self) -> dict:
-    return {'bbox': tfds.features.BBoxFeature()}
-
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded: the files come from manual_dir.
     level = self.builder_config.label
-    files = DatasetFiles(self.TITLE, self.manual_dir, self.official_files())
+    files = self.dataset_files()
     lists = {split: f'data/images_{level}_{split}.txt' for split in SPLITS}
     tables = files.read_members(ARCHIVE.filename,
                                 (f'data/{LEVELS[level]}', 'data/images_box.txt',

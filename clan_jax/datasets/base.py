@@ -24,13 +24,21 @@ class ClanBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First clan-jax release.'}
   TITLE = ''
+  OFFICIAL_FILES: tuple = ()  # The original files read from manual_dir (sources.OfficialFile).
+  HAS_BBOX = False  # Whether examples carry the dataset's bounding box as `bbox`.
 
   def __init__(self, *, manual_dir: str = '', **kwargs):
     self.manual_dir = manual_dir
     super().__init__(**kwargs)
 
   def extra_features(self) -> dict:
-    return {}
+    return {'bbox': tfds.features.BBoxFeature()} if self.HAS_BBOX else {}
+
+  def dataset_files(self):
+    """The located original files (MissingFilesError naming every expected one)."""
+    from clan_jax.datasets.sources import DatasetFiles
+
+    return DatasetFiles(self.TITLE, self.manual_dir, self.OFFICIAL_FILES)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -10,10 +10,8 @@ devkit's cars_test_annos.mat has none). The box (bbox_x1..bbox_y2, pixels) is ke
 
 import posixpath
 
-import tensorflow_datasets as tfds
-
 from clan_jax.datasets.base import ClanBuilder, pixel_bbox
-from clan_jax.datasets.sources import DatasetFiles, OfficialFile, load_mat, mat_field
+from clan_jax.datasets.sources import OfficialFile, load_mat, mat_field
 from clan_jax.errors import UserError
 
 # The original host (ai.stanford.edu/~jkrause/cars) is gone (TFDS's cars196 URLs have been
@@ -55,20 +53,15 @@ class ClanCars(ClanBuilder):
   """Stanford Cars, 196 classes (make, model, year)."""
 
   TITLE = 'Stanford Cars'
+  OFFICIAL_FILES = (TRAIN, TEST, DEVKIT, TEST_LABELS)
+  HAS_BBOX = True
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f'Place {TRAIN.filename}, {TEST.filename}, {DEVKIT.filename} and '
       f'{TEST_LABELS.filename} from {_MIRROR} in manual_dir.')
 
-  @classmethod
-  def official_files(cls) -> tuple[OfficialFile, ...]:
-    return (TRAIN, TEST, DEVKIT, TEST_LABELS)
-
-  def extra_features(self) -> dict:
-    return {'bbox': tfds.features.BBoxFeature()}
-
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded: the files come from manual_dir.
-    files = DatasetFiles(self.TITLE, self.manual_dir, self.official_files())
+    files = self.dataset_files()
     devkit = files.read_members(DEVKIT.filename, ('cars_meta.mat', 'cars_train_annos.mat'))
     meta = load_mat(devkit['cars_meta.mat'], 'devkit/cars_meta.mat')
     self.set_class_names([str(n) for n in mat_field(meta, 'class_names',

@@ -11,7 +11,7 @@ import re
 import tensorflow_datasets as tfds
 
 from clan_jax.datasets.base import ClanBuilder, pixel_bbox
-from clan_jax.datasets.sources import DatasetFiles, OfficialFile
+from clan_jax.datasets.sources import OfficialFile
 
 ARCHIVE = OfficialFile(
     filename='CUB_200_2011.tgz',
@@ -37,18 +37,13 @@ class ClanCub(ClanBuilder):
   """CUB-200-2011 (Caltech-UCSD Birds), 200 classes."""
 
   TITLE = 'CUB-200-2011'
+  OFFICIAL_FILES = (ARCHIVE,)
+  HAS_BBOX = True
   MANUAL_DOWNLOAD_INSTRUCTIONS = f'Place {ARCHIVE.filename} from {ARCHIVE.source} in manual_dir.'
-
-  @classmethod
-  def official_files(cls) -> tuple[OfficialFile, ...]:
-    return (ARCHIVE,)
-
-  def extra_features(self) -> dict:
-    return {'bbox': tfds.features.BBoxFeature()}
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded: the files come from manual_dir.
-    files = DatasetFiles(self.TITLE, self.manual_dir, self.official_files())
+    files = self.dataset_files()
     tables = {name: parse_table(data) for name, data in
               files.read_members(ARCHIVE.filename, METADATA_FILES).items()}
     classes = sorted(tables['classes.txt'].items(), key=lambda item: int(item[0]))

@@ -10,7 +10,7 @@ uses none). lists.tar has no top folder, so it is read as the archive only.
 import posixpath
 
 from clan_jax.datasets.base import ClanBuilder
-from clan_jax.datasets.sources import DatasetFiles, OfficialFile, load_mat, mat_field
+from clan_jax.datasets.sources import OfficialFile, load_mat, mat_field
 from clan_jax.errors import UserError
 
 _SOURCE = 'http://vision.stanford.edu/aditya86/ImageNetDogs/'
@@ -54,16 +54,13 @@ class ClanDogs(ClanBuilder):
   """Stanford Dogs, 120 breeds (from ImageNet)."""
 
   TITLE = 'Stanford Dogs'
+  OFFICIAL_FILES = (IMAGES, LISTS)
   MANUAL_DOWNLOAD_INSTRUCTIONS = (f'Place {IMAGES.filename} and {LISTS.filename} from '
                                   f'{_SOURCE} in manual_dir.')
 
-  @classmethod
-  def official_files(cls) -> tuple[OfficialFile, ...]:
-    return (IMAGES, LISTS)
-
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded: the files come from manual_dir.
-    files = DatasetFiles(self.TITLE, self.manual_dir, self.official_files())
+    files = self.dataset_files()
     mats = files.read_members(LISTS.filename, [f'{split}_list.mat' for split in SPLITS])
     lists = {split: parse_list(mats[f'{split}_list.mat'], f'lists.tar: {split}_list.mat')
              for split in SPLITS}
