@@ -88,10 +88,11 @@ def evaluate_batches(step_fn, batches: Iterable[Mapping[str, Any]], num_classes:
   return accumulator.results()
 
 
-def write_results(results: Mapping[str, Any], path: str) -> None:
-  """Writes eval_results.json atomically (a temporary file renamed into place)."""
+def write_json(content: Mapping[str, Any], path: str) -> None:
+  """Writes a JSON file (eval_results.json, config.json, ...) atomically: a temporary file
+  renamed into place, so a killed run never leaves a truncated file."""
   temporary = f'{path}.tmp'
   with open(temporary, 'w') as f:
-    json.dump(results, f, indent=2)
+    json.dump(content, f, indent=2)
     f.write('\n')
   os.replace(temporary, path)

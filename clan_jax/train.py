@@ -180,9 +180,14 @@ def compile_steps(run: Run, tx, schedules):
   train = jax.jit(functools.partial(train_step, run.model, tx, schedules, run.config, collection),
                   in_shardings=(replicated, data), out_shardings=(replicated, replicated),
                   donate_argnums=0)
-  evaluate = jax.jit(lambda variables, batch: evaluation.eval_step(run.model, variables, batch),
-                     in_shardings=(replicated, data), out_shardings=data)
-  return train, evaluate
+  return train, compile_eval_step(run)
+
+
+def compile_eval_step(run: Run):
+  """The jitted eval step: variables replicated, batch and per-example outputs over 'data'."""
+  data = sharding.data_sharding(run.mesh)
+  return jax.jit(lambda variables, batch: evaluation.eval_step(run.model, variables, batch),
+                 in_shardings=(sharding.replicated_sharding(run.mesh), data), out_shardings=data)
 
 
 # -------------------------------------------------------------------------- evaluation
@@ -229,8 +234,8 @@ def _write_run_files(run: Run) -> None:
       os.replace(config_path, kept)
       logging.warning('the config differs from this workdir\'s config.json; the old one is '
                       'kept as %s', kept)
-  evaluation.write_results(resolved, config_path)
-  evaluation.write_results({'classes': run.class_names}, os.path.join(run.workdir,
+  evaluation.write_json(resolved, config_path)
+  evaluation.write_json({'classes': run.class_names}, os.path.join(run.workdir,
                                                                        'classes.json'))
 
 
@@ -383,7 +388,7 @@ def _finish(run: Run, results: dict) -> None:
   """Writes eval_results.json and tells the user the result and where the outputs are."""
   if run.is_main_process:
     path = os.path.join(run.workdir, 'eval_results.json')
-    evaluation.write_results(results, path)
+    evaluation.write_json(results, path)
     fused = results['fused']
     print(f'{results["protocol"]["split"]} top-1 (fused: {results["protocol"]["fusion"]}): '
           f'{fused["top1"]:.4f}, top-5 {fused["top5"]:.4f}, loss {fused["loss"]:.4f} on '
@@ -416,10 +421,7 @@ def evaluate(config: Any, workdir: str, checkpoint: str = 'latest') -> dict:
     ckpt.close()
     source = checkpoint
   variables = jax.device_put(variables, sharding.replicated_sharding(run.mesh))
-  eval_fn = jax.jit(lambda v, batch: evaluation.eval_step(run.model, v, batch),
-                    in_shardings=(sharding.replicated_sharding(run.mesh),
-                                  sharding.data_sharding(run.mesh)),
-                    out_shardings=sharding.data_sharding(run.mesh))
+  eval_fn = compile_eval_step(run)
   _write_run_files(run)
   writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_main_process)
   results = run_evaluation(run, eval_fn, variables, source, step)

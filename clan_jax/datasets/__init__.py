@@ -8,6 +8,7 @@ Importing this package is light (no TensorFlow): the builders import TFDS when u
 """
 
 import dataclasses
+import importlib
 import os
 from typing import Any, Optional
 
@@ -16,27 +17,23 @@ from clan_jax.errors import ConfigError
 DATASET_NAMES = ('cub', 'cars', 'aircraft', 'dogs', 'folder', 'synthetic')
 
 
+# name -> (module, class) of its builder, imported on use (TFDS is heavy).
+_BUILDERS = {
+    'cub': ('clan_jax.datasets.cub', 'ClanCub'),
+    'cars': ('clan_jax.datasets.cars', 'ClanCars'),
+    'aircraft': ('clan_jax.datasets.aircraft', 'ClanAircraft'),
+    'dogs': ('clan_jax.datasets.dogs', 'ClanDogs'),
+    'folder': ('clan_jax.datasets.folder', 'ClanFolder'),
+    'synthetic': ('clan_jax.datasets.synthetic', 'ClanSynthetic'),
+}
+
+
 def _builder_class(name: str):
-  if name == 'cub':
-    from clan_jax.datasets.cub import ClanCub
-    return ClanCub
-  if name == 'cars':
-    from clan_jax.datasets.cars import ClanCars
-    return ClanCars
-  if name == 'aircraft':
-    from clan_jax.datasets.aircraft import ClanAircraft
-    return ClanAircraft
-  if name == 'dogs':
-    from clan_jax.datasets.dogs import ClanDogs
-    return ClanDogs
-  if name == 'folder':
-    from clan_jax.datasets.folder import ClanFolder
-    return ClanFolder
-  if name == 'synthetic':
-    from clan_jax.datasets.synthetic import ClanSynthetic
-    return ClanSynthetic
-  raise ConfigError(f'dataset.name={name!r} is invalid; allowed values: '
-                    f'{", ".join(repr(n) for n in DATASET_NAMES)}.')
+  if name not in _BUILDERS:
+    raise ConfigError(f'dataset.name={name!r} is invalid; allowed values: '
+                      f'{", ".join(repr(n) for n in DATASET_NAMES)}.')
+  module, cls = _BUILDERS[name]
+  return getattr(importlib.import_module(module), cls)
 
 
 def spec_from_config(synthetic_config):
