@@ -19,7 +19,8 @@ AIRCRAFT_LABELS = ('variant', 'family', 'manufacturer')
 
 MODEL_FIELDS = ('name', 'depth', 'mid_stages', 'use_clca', 'use_clsa', 'clca_kind',
                 'clca_dim', 'clca_heads', 'head_dim', 'fusion', 'head_loss_weights',
-                'dtype')
+                'dtype', 'conv1x1_as_matmul', 'attention_impl', 'remat')
+ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
 
 
 def _get(config: Any, field: str, prefix: str) -> Any:
@@ -90,6 +91,9 @@ def validate_model_config(model: Any, prefix: str = 'model.') -> None:
         f'{prefix}clca_heads={values["clca_heads"]}; each attention head takes '
         'clca_dim / clca_heads channels.')
   _check_head_loss_weights(values['head_loss_weights'], prefix + 'head_loss_weights')
+  _check_bool(values['conv1x1_as_matmul'], prefix + 'conv1x1_as_matmul')
+  _check_bool(values['remat'], prefix + 'remat')
+  _check_choice(values['attention_impl'], ATTENTION_IMPLS, prefix + 'attention_impl')
 
 
 def check_image_size(image_size: int, name: str = 'image size') -> None:

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clan_jax.input_pipeline import normalize_on_device
 from clan_jax.models.loss import cross_entropy
+from clan_jax.preprocess import normalize
 
 FUSED = 'fused'
 
@@ -29,7 +29,7 @@ FUSED = 'fused'
 def eval_step(model, variables: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
   """Per-example 'loss/<head>', 'top1/<head>', 'top5/<head>' ('fused' and each head), 'pred',
   and the batch's 'label' and 'mask', so that the host reads one consistent global batch."""
-  outputs = model.apply(variables, normalize_on_device(batch['image']), train=False)
+  outputs = model.apply(variables, normalize(batch['image']), train=False)
   labels = batch['label']
   logits_by_head = {FUSED: outputs['logits'], **outputs.get('heads', {})}
   result = {'pred': jnp.argmax(outputs['logits'], axis=-1), 'label': labels,

@@ -16,32 +16,20 @@ import signal
 import time
 from typing import Any, Optional
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from clu import metric_writers, metrics, periodic_actions
 
-from clan_jax import checkpoints, convert, evaluation, input_pipeline, optim, sharding
+from clan_jax import checkpoints, convert, evaluation, input_pipeline, optim, sharding, steps
 from clan_jax.config_checks import validate_config
 from clan_jax.errors import ConfigError, UserError
-from clan_jax.models import create_model, multi_head_loss
+from clan_jax.models import create_model
+from clan_jax.steps import TrainState
 
 
 class NonFiniteLossError(UserError):
   """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-
-  @property
-  def variables(self) -> dict:
-    return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
 @dataclasses.dataclass
@@ -130,8 +118,7 @@ def initial_variables(run: Run) -> dict:
 
 def create_train_state(run: Run, variables: dict) -> tuple[TrainState, Any, dict]:
   tx, schedules = create_optimizer(run, variables['params'])
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                     batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']))
+  state = steps.create_train_state(variables['params'], variables['batch_stats'], tx)
   return jax.device_put(state, sharding.replicated_sharding(run.mesh)), tx, schedules
 
 
@@ -145,30 +132,10 @@ def metric_names(model) -> list[str]:
 
 def train_step(model, tx, schedules, config, collection, state: TrainState,
                batch: dict) -> tuple[TrainState, Any]:
-  images = input_pipeline.normalize_on_device(batch['image'])
-  labels = batch['label']
-
-  def loss_fn(params):
-    outputs, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
-                                   train=True, mutable=['batch_stats'])
-    loss, per_head = multi_head_loss(outputs, labels, config.model.head_loss_weights,
-                                     config.optimizer.label_smoothing)
-    return loss, (outputs, per_head, updates['batch_stats'])
-
-  (loss, (outputs, per_head, batch_stats)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = jax.tree.map(lambda p, u: p + u, state.params, updates)
-  scalars = {'loss': loss,
-             'accuracy_fused': jnp.mean(jnp.argmax(outputs['logits'], -1) == labels),
-             'learning_rate': schedules[optim.NEW](state.step),
-             'learning_rate_backbone': schedules[optim.BACKBONE](state.step)}
-  for head, logits in outputs.get('heads', {}).items():
-    scalars[f'loss_{head}'] = per_head[head]
-    scalars[f'accuracy_{head}'] = jnp.mean(jnp.argmax(logits, -1) == labels)
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
-  return new_state, collection.single_from_model_output(**scalars)
+  """clan_jax.steps.train_step with its scalars as a clu metrics collection."""
+  state, scalars = steps.train_step(model, tx, schedules, config.model.head_loss_weights,
+                                    config.optimizer.label_smoothing, state, batch)
+  return state, collection.single_from_model_output(**scalars)
 
 
 def compile_steps(run: Run, tx, schedules):
@@ -375,9 +342,7 @@ def _abstract_train_state(run: Run) -> TrainState:
   def init():
     variables = run.model.init(jax.random.PRNGKey(0), jnp.zeros(images.shape), train=False)
     tx, _ = create_optimizer(run, variables['params'])
-    return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                      batch_stats=variables['batch_stats'],
-                      opt_state=tx.init(variables['params']))
+    return steps.create_train_state(variables['params'], variables['batch_stats'], tx)
 
   replicated = sharding.replicated_sharding(run.mesh)
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),

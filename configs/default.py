@@ -31,6 +31,12 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.head_loss_weights = ml_collections.ConfigDict(
       {'top': 1.0, 'mid': 1.0, 'concat': 1.0})
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (mixed precision).
+  # Speed and memory only (the same parameters and function; BENCHMARKS.md):
+  model.conv1x1_as_matmul = True  # 1x1 convolutions as matrix products.
+  # CLCA's attention: 'auto' (cuDNN's fused kernel on a GPU in bfloat16, else XLA), 'xla',
+  # 'cudnn'. Attention maps for visualisation always take the plain path.
+  model.attention_impl = 'auto'
+  model.remat = False  # Recompute each ResNet block in the backward pass: less memory.
   return model
 
 

@@ -265,3 +265,59 @@ def test_backbone_only_loads_an_imagenet_resnet_into_clan():
                                                        'layer3', 'layer4') else fresh[key]
     np.testing.assert_array_equal(loaded[key], reference, err_msg=key)
   assert loaded['fc.weight'].shape == (NUM_CLASSES, 512)
+
+
+@pytest.mark.parametrize('switch', [{'conv1x1_as_matmul': False}, {'remat': True},
+                                    {'attention_impl': 'xla'}],
+                         ids=lambda s: next(iter(s)))
+def test_speed_switches_compute_the_same_function(switch):
+  """The implementation switches keep the parameters, outputs and gradients (float32)."""
+  reference_model = create_model(small_config(), NUM_CLASSES)
+  model = create_model(small_config(**switch), NUM_CLASSES)
+  images = jnp.asarray(_images(np.float32))
+  variables = randomized_flax_variables(reference_model, images)
+  assert jax.tree.map(np.shape, model.init(jax.random.PRNGKey(0), images, train=False)) == (
+      jax.tree.map(np.shape, variables))
+  labels = jnp.array([1, 3])
+
+  def loss_and_grads(m):
+    def loss_fn(params):
+      outputs, _ = m.apply({**variables, 'params': params}, images, train=True,
+                           mutable=['batch_stats'])
+      return multi_head_loss(outputs, labels, LOSS_WEIGHTS)[0]
+    return jax.value_and_grad(loss_fn)(variables['params'])
+
+  (loss, grads), (expected_loss, expected_grads) = loss_and_grads(model), loss_and_grads(
+      reference_model)
+  assert abs(loss - expected_loss) <= 1e-5 * abs(expected_loss)
+  # Floor: gradients that are zero by construction (CLCA's key bias) are rounding noise.
+  floor = 1e-3 * max(float(np.max(np.abs(g))) for g in jax.tree.leaves(expected_grads))
+  for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+    expected = _leaf(expected_grads, path)
+    scale = float(np.max(np.abs(expected)))
+    assert np.max(np.abs(grad - expected)) <= 1e-4 * max(scale, floor), path
+
+
+def test_attention_maps_path_and_fused_path_agree():
+  model = create_model(small_config(), NUM_CLASSES)
+  images = jnp.asarray(_images(np.float32))
+  variables = randomized_flax_variables(model, images)
+  fused = model.apply(variables, images, train=False)
+  plain = model.apply(variables, images, train=False, return_attention=True)
+  assert 'clca' in plain and 'clca' not in fused
+  np.testing.assert_allclose(fused['logits'], plain['logits'], rtol=1e-5, atol=1e-5)
+
+
+def _leaf(tree, path):
+  for key in path:
+    tree = tree[key.key]
+  return tree
+
+
+def randomized_flax_variables(model, images):
+  """Random variables (CLCA's zero-initialised BN scale too), so that CLCA matters."""
+  variables = model.init(jax.random.PRNGKey(0), images, train=False)
+  keys = iter(jax.random.split(jax.random.PRNGKey(1), len(jax.tree.leaves(variables))))
+  # 1-D leaves (BN scales and statistics, biases) near 1 and positive: variances stay valid.
+  return jax.tree.map(lambda x: (1.0 + 0.5 * jnp.abs(jax.random.normal(next(keys), x.shape)))
+                      if x.ndim == 1 else 0.5 * jax.random.normal(next(keys), x.shape), variables)

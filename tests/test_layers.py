@@ -1,4 +1,4 @@
-"""BatchNorm and Linear reproduce torch's semantics."""
+"""BatchNorm and Linear reproduce torch's semantics; PointwiseConv is nn.Conv's 1x1 convolution."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clan_jax.models.layers import BatchNorm, Linear
+from clan_jax.models.layers import BatchNorm, Linear, PointwiseConv, conv
 
 
 def _batch_norm_case(seed=0):
@@ -74,3 +74,20 @@ def test_linear_matches_torch_init_bounds_and_output():
     assert np.all(np.abs(values) <= bound) and np.max(np.abs(values)) > 0.99 * bound
   kernel, bias = variables['params']['kernel'], variables['params']['bias']
   np.testing.assert_allclose(module.apply(variables, x), x @ kernel + bias, rtol=1e-6)
+
+
+@pytest.mark.parametrize('stride, use_bias', [(1, False), (2, False), (1, True)])
+def test_pointwise_conv_is_a_1x1_convolution_with_the_same_parameters(stride, use_bias):
+  x = np.random.default_rng(0).standard_normal((2, 7, 6, 5)).astype(np.float32)
+  in_features = 5 if use_bias else None
+  as_conv = conv(4, 1, stride, in_features=in_features)
+  as_matmul = conv(4, 1, stride, in_features=in_features, as_matmul=True)
+  assert isinstance(as_matmul, PointwiseConv)
+  variables = as_conv.init(jax.random.PRNGKey(0), x)
+  matmul_variables = as_matmul.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, matmul_variables)
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(matmul_variables)):
+    np.testing.assert_array_equal(a, b)  # The same initialisation too.
+  expected, actual = as_conv.apply(variables, x), as_matmul.apply(variables, x)
+  assert actual.shape == expected.shape == (2, -(-7 // stride), -(-6 // stride), 4)
+  np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)

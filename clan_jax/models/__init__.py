@@ -41,14 +41,17 @@ def create_model(model_config: Any, num_classes: int) -> nn.Module:
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
     raise ConfigError(f'num_classes={num_classes!r} is invalid; it must be a positive integer.')
   dtype = COMPUTE_DTYPES[model_config.dtype]
+  speed = dict(conv1x1_as_matmul=model_config.conv1x1_as_matmul, remat=model_config.remat)
   if model_config.name == 'resnet':
-    return ResNetClassifier(num_classes=num_classes, depth=model_config.depth, dtype=dtype)
+    return ResNetClassifier(num_classes=num_classes, depth=model_config.depth, dtype=dtype,
+                            **speed)
   return CLAN(num_classes=num_classes, depth=model_config.depth,
               mid_stages=tuple(int(s) for s in model_config.mid_stages),
               use_clca=model_config.use_clca, use_clsa=model_config.use_clsa,
               clca_kind=model_config.clca_kind, clca_dim=model_config.clca_dim,
               clca_heads=model_config.clca_heads, head_dim=model_config.head_dim,
-              fusion=model_config.fusion, dtype=dtype)
+              fusion=model_config.fusion, dtype=dtype,
+              attention_impl=model_config.attention_impl, **speed)
 
 
 __all__ = ['create_model', 'CLAN', 'ResNet', 'ResNetClassifier', 'stage_channels',

@@ -29,43 +29,73 @@ class CrossAttentionContext(nn.Module):
   dim: int
   heads: int = 1
   dtype: Optional[Dtype] = None
+  conv1x1_as_matmul: bool = True
+  # jax.nn.dot_product_attention's implementation when the weights are not returned:
+  # 'auto' (cuDNN's fused kernel on a GPU in bfloat16, else XLA), 'xla' or 'cudnn'.
+  attention_impl: str = 'auto'
 
   @nn.compact
-  def __call__(self, mid: jax.Array, top: jax.Array, train: bool):
+  def __call__(self, mid: jax.Array, top: jax.Array, train: bool,
+               return_attention: bool = True):
     batch, mid_h, mid_w, mid_channels = mid.shape
     top_positions = top.shape[1] * top.shape[2]
     head_dim = self.dim // self.heads
 
     def project(name, x, positions):
-      y = conv(self.dim, 1, in_features=x.shape[-1], dtype=self.dtype, name=name)(x)
+      y = conv(self.dim, 1, in_features=x.shape[-1], dtype=self.dtype,
+               as_matmul=self.conv1x1_as_matmul, name=name)(x)
       return y.reshape(batch, positions, self.heads, head_dim)  # Heads: contiguous chunks.
 
     q = project('query', mid, mid_h * mid_w)
     k = project('key', top, top_positions)
     v = project('value', top, top_positions)
-    # Logits accumulate and stay in float32 under bf16: their rounding error would grow
-    # with their magnitude and reshape a sharp softmax.
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=compute_dtype(q))
-    logits = logits / math.sqrt(head_dim)
-    attention = jax.nn.softmax(logits, axis=-1)  # (B, h, Hm*Wm, Ht*Wt), float32 at least.
-    context = jnp.einsum('bhqk,bkhd->bqhd', attention.astype(v.dtype), v)
+    if return_attention:
+      context, attention = attention_with_weights(q, k, v)
+    else:
+      context, attention = fused_attention(q, k, v, self.attention_impl), None
     context = context.reshape(batch, mid_h, mid_w, self.dim)
-    y = conv(mid_channels, 1, dtype=self.dtype, name='out')(context)
+    y = conv(mid_channels, 1, dtype=self.dtype, as_matmul=self.conv1x1_as_matmul,
+             name='out')(context)
     # BN scale 0: the block is the identity at initialisation.
     y = BatchNorm(scale_init=nn.initializers.zeros, name='bn')(y, train)
     return mid + y.astype(mid.dtype), attention
+
+
+def attention_with_weights(q: jax.Array, k: jax.Array, v: jax.Array):
+  """softmax(q k^T / sqrt(d)) v over (B, positions, heads, d); also returns the weights
+  (B, h, queries, keys), float32 at least."""
+  # Logits accumulate and stay in float32 under bf16: their rounding error would grow
+  # with their magnitude and reshape a sharp softmax.
+  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=compute_dtype(q))
+  attention = jax.nn.softmax(logits / math.sqrt(q.shape[-1]), axis=-1)
+  return jnp.einsum('bhqk,bkhd->bqhd', attention.astype(v.dtype), v), attention
+
+
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, implementation: str) -> jax.Array:
+  """The same output through jax.nn.dot_product_attention, which never materialises the
+  weights with implementation 'cudnn' (flash attention; bfloat16 or float16 on a GPU).
+  float64 (parity checks) keeps the plain path: jax's XLA version accumulates in float32."""
+  if q.dtype == jnp.float64:
+    return attention_with_weights(q, k, v)[0]
+  if implementation == 'auto':
+    on_gpu = jax.default_backend() == 'gpu'
+    implementation = 'cudnn' if on_gpu and q.dtype in (jnp.bfloat16, jnp.float16) else 'xla'
+  return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
 
 
 class GlobalContext(nn.Module):
   """CLCA, 'global_context' (GCNet-style): one attention-pooled context vector of T per image."""
   dim: int
   dtype: Optional[Dtype] = None
+  conv1x1_as_matmul: bool = True
 
   @nn.compact
-  def __call__(self, mid: jax.Array, top: jax.Array, train: bool):
-    del train  # No BatchNorm here.
+  def __call__(self, mid: jax.Array, top: jax.Array, train: bool,
+               return_attention: bool = True):
+    del train, return_attention  # No BatchNorm here; the pooling weights are cheap.
     batch, top_h, top_w, top_channels = top.shape
-    mask = conv(1, 1, in_features=top_channels, dtype=self.dtype, name='mask')(top)
+    mask = conv(1, 1, in_features=top_channels, dtype=self.dtype,
+                as_matmul=self.conv1x1_as_matmul, name='mask')(top)
     mask = mask.reshape(batch, top_h * top_w)
     weights = jax.nn.softmax(mask.astype(compute_dtype(mask)), axis=-1)  # (B, Ht*Wt)
     flat_top = top.reshape(batch, top_h * top_w, top_channels)
@@ -83,10 +113,12 @@ class MidHead(nn.Module):
   head_dim: int
   num_classes: int
   dtype: Optional[Dtype] = None
+  conv1x1_as_matmul: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool):
-    y = conv(self.head_dim, 1, dtype=self.dtype, name='conv')(x)
+    y = conv(self.head_dim, 1, dtype=self.dtype, as_matmul=self.conv1x1_as_matmul,
+             name='conv')(x)
     z = global_average_pool(nn.relu(BatchNorm(name='bn')(y, train)))
     return Linear(self.num_classes, name='fc')(z), z
 
@@ -121,18 +153,23 @@ class CLAN(nn.Module):
   head_dim: int = 512
   fusion: str = 'sum'
   dtype: Optional[Dtype] = None
+  conv1x1_as_matmul: bool = True  # Implementation switches: the same parameters either way.
+  attention_impl: str = 'auto'
+  remat: bool = False
 
   @property
   def mid_names(self) -> tuple[str, ...]:
     return tuple(f'layer{stage}' for stage in self.mid_stages)
 
   def setup(self):
-    self.backbone = ResNet(self.depth, dtype=self.dtype)
+    self.backbone = ResNet(self.depth, dtype=self.dtype, conv1x1_as_matmul=self.conv1x1_as_matmul,
+                           remat=self.remat)
     if self.use_clca:
       self.clca = {name: self._clca_block() for name in self.mid_names}
     if self.use_clsa:
       self.clsa = {name: conv(1, 7, in_features=2, dtype=self.dtype) for name in self.mid_names}
-    heads = {name: MidHead(self.head_dim, self.num_classes, dtype=self.dtype)
+    heads = {name: MidHead(self.head_dim, self.num_classes, dtype=self.dtype,
+                           conv1x1_as_matmul=self.conv1x1_as_matmul)
              for name in self.mid_names}
     heads['concat'] = Linear(self.num_classes)
     self.heads = heads
@@ -140,9 +177,12 @@ class CLAN(nn.Module):
 
   def _clca_block(self) -> nn.Module:
     if self.clca_kind == 'cross_attention':
-      return CrossAttentionContext(self.clca_dim, self.clca_heads, dtype=self.dtype)
+      return CrossAttentionContext(self.clca_dim, self.clca_heads, dtype=self.dtype,
+                                   conv1x1_as_matmul=self.conv1x1_as_matmul,
+                                   attention_impl=self.attention_impl)
     if self.clca_kind == 'global_context':
-      return GlobalContext(self.clca_dim, dtype=self.dtype)
+      return GlobalContext(self.clca_dim, dtype=self.dtype,
+                           conv1x1_as_matmul=self.conv1x1_as_matmul)
     raise ValueError(f'clca_kind={self.clca_kind!r}; allowed: cross_attention, global_context.')
 
   def __call__(self, images: jax.Array, train: bool = False,
@@ -155,7 +195,8 @@ class CLAN(nn.Module):
     if self.use_clca:
       attention = {}
       for name in self.mid_names:
-        mids[name], attention[name] = self.clca[name](mids[name], top, train)
+        mids[name], attention[name] = self.clca[name](mids[name], top, train,
+                                                      return_attention)
       if return_attention:
         outputs['clca'] = attention
     if self.use_clsa:

@@ -29,13 +29,15 @@ def compute_dtype(x: jax.Array) -> Dtype:
 
 
 def conv(features: int, kernel: int, stride: int = 1, *, in_features: Optional[int] = None,
-         dtype: Optional[Dtype] = None, name: Optional[str] = None) -> nn.Conv:
+         dtype: Optional[Dtype] = None, as_matmul: bool = False,
+         name: Optional[str] = None) -> nn.Module:
   """A square convolution with torch's explicit symmetric padding (kernel // 2).
 
   Flax's 'SAME' would pad a stride-2 layer (0, 1) where torch pads (1, 1).
   Without `in_features`: no bias and torchvision's kaiming-normal fan-out init (every
   conv followed by BatchNorm). With `in_features`: a bias, and torch's default Conv2d
-  init for weight and bias, U(+-1/sqrt(fan_in)).
+  init for weight and bias, U(+-1/sqrt(fan_in)). `as_matmul=True` computes a 1x1
+  convolution as a matrix product (PointwiseConv: the same parameters).
   """
   pad = kernel // 2
   use_bias = in_features is not None
@@ -43,10 +45,41 @@ def conv(features: int, kernel: int, stride: int = 1, *, in_features: Optional[i
     kernel_init = bias_init = uniform_init(1.0 / math.sqrt(kernel * kernel * in_features))
   else:
     kernel_init, bias_init = conv_kernel_init, nn.initializers.zeros
+  if kernel == 1 and as_matmul:
+    return PointwiseConv(features, stride, use_bias=use_bias, dtype=dtype,
+                         kernel_init=kernel_init, bias_init=bias_init, name=name)
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
                  param_dtype=jnp.float32, kernel_init=kernel_init, bias_init=bias_init,
                  name=name)
+
+
+class PointwiseConv(nn.Module):
+  """A 1x1 convolution as a matrix product over the channel axis; nn.Conv's parameters
+  (kernel (1, 1, in, out), bias) and initialisation. A stride subsamples first (a 1x1
+  window has no padding). XLA:CPU runs a dot's backward much faster than a 1x1
+  convolution's (BENCHMARKS.md)."""
+  features: int
+  stride: int = 1
+  use_bias: bool = False
+  dtype: Optional[Dtype] = None
+  kernel_init: Callable = conv_kernel_init
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    in_features = x.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (1, 1, in_features, self.features),
+                        jnp.float32)
+    if self.stride > 1:
+      x = x[:, ::self.stride, ::self.stride, :]
+    dtype = self.dtype or jnp.result_type(x, kernel)
+    y = jax.lax.dot_general(x.astype(dtype),
+                            kernel.reshape(in_features, self.features).astype(dtype),
+                            (((x.ndim - 1,), (0,)), ((), ())))
+    if self.use_bias:
+      y = y + self.param('bias', self.bias_init, (self.features,), jnp.float32).astype(dtype)
+    return y
 
 
 class BatchNorm(nn.Module):

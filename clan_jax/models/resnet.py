@@ -38,6 +38,7 @@ class BasicBlock(nn.Module):
   width: int
   stride: int = 1
   dtype: Optional[Dtype] = None
+  conv1x1_as_matmul: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -52,15 +53,16 @@ class Bottleneck(nn.Module):
   width: int
   stride: int = 1
   dtype: Optional[Dtype] = None
+  conv1x1_as_matmul: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     out_channels = self.width * EXPANSION['bottleneck']
-    y = conv(self.width, 1, dtype=self.dtype, name='conv1')(x)
+    y = conv(self.width, 1, dtype=self.dtype, as_matmul=self.conv1x1_as_matmul, name='conv1')(x)
     y = nn.relu(BatchNorm(name='bn1')(y, train))
     y = conv(self.width, 3, self.stride, dtype=self.dtype, name='conv2')(y)
     y = nn.relu(BatchNorm(name='bn2')(y, train))
-    y = conv(out_channels, 1, dtype=self.dtype, name='conv3')(y)
+    y = conv(out_channels, 1, dtype=self.dtype, as_matmul=self.conv1x1_as_matmul, name='conv3')(y)
     y = BatchNorm(name='bn3')(y, train)
     return nn.relu(y + _shortcut(self, x, out_channels, train))
 
@@ -69,7 +71,8 @@ def _shortcut(block: nn.Module, x: jax.Array, out_channels: int, train: bool) ->
   """Identity, or a strided 1x1 conv + BN where the shape changes (torchvision's `downsample`)."""
   if block.stride == 1 and x.shape[-1] == out_channels:
     return x
-  y = conv(out_channels, 1, block.stride, dtype=block.dtype, name='downsample_conv')(x)
+  y = conv(out_channels, 1, block.stride, dtype=block.dtype,
+           as_matmul=block.conv1x1_as_matmul, name='downsample_conv')(x)
   return BatchNorm(name='downsample_bn')(y, train)
 
 
@@ -77,6 +80,8 @@ class ResNet(nn.Module):
   """The backbone: returns the four stage features {'layer1': ..., 'layer4': ...}."""
   depth: int = 50
   dtype: Optional[Dtype] = None  # Compute dtype of the convolutions; None: that of the inputs.
+  conv1x1_as_matmul: bool = True  # 1x1 convolutions as matrix products (same parameters).
+  remat: bool = False  # Recompute each block's activations in the backward pass (memory).
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -84,6 +89,8 @@ class ResNet(nn.Module):
       raise ValueError(f'depth={self.depth!r}; allowed: {sorted(ARCHITECTURES)}.')
     kind, blocks_per_stage = ARCHITECTURES[self.depth]
     block_cls = BasicBlock if kind == 'basic' else Bottleneck
+    if self.remat:
+      block_cls = nn.remat(block_cls, static_argnums=(2,))  # `train` is a Python bool.
     x = images.astype(self.dtype) if self.dtype else images
     x = conv(64, 7, 2, dtype=self.dtype, name='conv1')(x)
     x = nn.relu(BatchNorm(name='bn1')(x, train))
@@ -93,7 +100,8 @@ class ResNet(nn.Module):
         zip(STAGE_NAMES, STAGE_WIDTHS, blocks_per_stage)):
       for block in range(blocks):
         stride = 2 if index > 0 and block == 0 else 1
-        x = block_cls(width, stride, dtype=self.dtype, name=f'{stage}_{block}')(x, train)
+        x = block_cls(width, stride, dtype=self.dtype, conv1x1_as_matmul=self.conv1x1_as_matmul,
+                      name=f'{stage}_{block}')(x, train)
       features[stage] = x
     return features
 
@@ -108,9 +116,12 @@ class ResNetClassifier(nn.Module):
   num_classes: int
   depth: int = 50
   dtype: Optional[Dtype] = None
+  conv1x1_as_matmul: bool = True
+  remat: bool = False
 
   def setup(self):
-    self.backbone = ResNet(self.depth, dtype=self.dtype)
+    self.backbone = ResNet(self.depth, dtype=self.dtype, conv1x1_as_matmul=self.conv1x1_as_matmul,
+                           remat=self.remat)
     self.fc = Linear(self.num_classes)
 
   def __call__(self, images: jax.Array, train: bool = False,

@@ -1,0 +1,429 @@
+"""Benchmark (not a test): the JAX model and its PyTorch twin side by side on one device.
+
+    python -m clan_jax.benchmark [--model=clan|resnet --depth=50 --image_size=224
+        --batch_size=8 --dtype=float32 --steps=10 --repeats=1 --peak_tflops=0 --json=PATH]
+
+Times the train step (forward, multi-head loss, backward, SGD update of CLAN_SPEC's
+recipe) and the eval forward on one in-memory uint8 batch (no TFDS, TensorFlow, clu or
+ml_collections: it runs on a bare GPU image). Each framework, variant and mode runs in its
+own subprocess, so that compilation caches and peak memory do not leak between them.
+
+JAX: clan_jax.steps.train_step, jitted with the state donated, in --dtype. PyTorch: the twin
+(clan_jax.torch_reference) in the variants 'eager' (NCHW, float32), 'channels_last'
+(float32), 'amp_bf16' (channels_last under torch.autocast bf16; GPU only unless named in
+--torch_variants) and 'compile' (channels_last + torch.compile, under autocast if
+--dtype=bfloat16; on the GPU, or on the CPU with --torch_compile).
+
+Per record: images/s from the median step time (every step synchronised), the first
+call's time ('compile_s': XLA compilation for JAX; for torch the first step, which holds
+torch.compile's or cuDNN's start-up), peak memory (device memory on a GPU, the process's
+peak RSS on a CPU), and the model's FLOPs per step from XLA's cost analysis of the JAX
+step (2 per multiply-add; the same figure is used for torch) with MFU = FLOP/s over
+--peak_tflops.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import types
+from typing import Any, Callable, Optional
+
+from absl import app, flags
+
+# The recipe of configs/default.py (imported from there would need ml_collections);
+# tests/test_benchmark.py checks that these agree.
+MODEL_DEFAULTS = dict(name='clan', depth=50, mid_stages=(2, 3), use_clca=True, use_clsa=True,
+                      clca_kind='cross_attention', clca_dim=256, clca_heads=1, head_dim=512,
+                      fusion='sum', dtype='float32',
+                      head_loss_weights={'top': 1.0, 'mid': 1.0, 'concat': 1.0},
+                      conv1x1_as_matmul=True, attention_impl='auto', remat=False)
+OPTIMIZER = dict(name='sgd', learning_rate=0.002, backbone_learning_rate=0.0002,
+                 base_batch_size=16, momentum=0.9, weight_decay=5e-4, decay_norm_and_bias=True,
+                 grad_clip_norm=0.0, label_smoothing=0.0)
+NUM_CLASSES = 200  # CUB's.
+TORCH_VARIANTS = ('eager', 'channels_last', 'amp_bf16', 'compile')
+EAGER_VARIANTS = ('eager', 'channels_last', 'amp_bf16')
+
+flags.DEFINE_enum('model', 'clan', ['clan', 'resnet'], 'CLAN, or the plain ResNet classifier.')
+flags.DEFINE_integer('depth', 50, 'ResNet depth: 18, 34, 50, 101 or 152.')
+flags.DEFINE_integer('image_size', 224, 'Square input size (a multiple of 32).')
+flags.DEFINE_integer('batch_size', 8, 'Images per step.')
+flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
+                  'JAX compute dtype (and torch.compile under autocast for bfloat16).')
+flags.DEFINE_bool('conv1x1_as_matmul', True, 'JAX: 1x1 convolutions as matrix products.')
+flags.DEFINE_enum('attention_impl', 'auto', ['auto', 'xla', 'cudnn'], 'JAX: CLCA\'s attention.')
+flags.DEFINE_bool('remat', False, 'JAX: recompute each ResNet block in the backward pass.')
+flags.DEFINE_integer('steps', 10, 'Timed steps per run (after --warmup steps).')
+flags.DEFINE_integer('warmup', 2, 'Untimed steps after the first (compiling) call.')
+flags.DEFINE_integer('repeats', 1, 'Runs (subprocesses) per record; the median is reported.')
+flags.DEFINE_float('peak_tflops', 0.0, 'The device\'s peak TFLOP/s in --dtype, for MFU (0: none).')
+flags.DEFINE_list('frameworks', ['jax', 'torch'], 'Which of jax, torch.')
+flags.DEFINE_list('modes', ['train', 'eval'], 'Which of train, eval.')
+flags.DEFINE_list('torch_variants', [], f'Torch variants among {TORCH_VARIANTS}; empty: eager '
+                  'and channels_last, plus amp_bf16 and compile on a GPU.')
+flags.DEFINE_bool('torch_compile', False, 'Add torch.compile on the CPU (slow to compile).')
+flags.DEFINE_string('json', '', 'Also write the records (a JSON list) to this file.')
+flags.DEFINE_string('worker', '', 'Internal: run one measurement given as JSON.')
+FLAGS = flags.FLAGS
+
+
+# ---------------------------------------------------------------------- measurements
+
+def model_config(spec: dict) -> types.SimpleNamespace:
+  switches = {k: spec[k] for k in ('conv1x1_as_matmul', 'attention_impl', 'remat') if k in spec}
+  return types.SimpleNamespace(**{**MODEL_DEFAULTS, 'name': spec['model'],
+                                  'depth': spec['depth'], 'dtype': spec['dtype'], **switches})
+
+
+def time_steps(step: Callable[[], None], steps: int, warmup: int) -> tuple[float, list[float]]:
+  """(first call in s, [timed step in s]); `step` must block until its work is done."""
+  start = time.perf_counter()
+  step()
+  first = time.perf_counter() - start
+  for _ in range(warmup):
+    step()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  return first, times
+
+
+def random_batch(spec: dict):
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  size, batch = spec['image_size'], spec['batch_size']
+  return (rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+          rng.integers(0, NUM_CLASSES, batch).astype(np.int32))
+
+
+def xla_flops(compiled) -> Optional[float]:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # One dict per computation in older versions.
+    analysis = analysis[0] if analysis else {}
+  flops = (analysis or {}).get('flops')
+  return float(flops) if flops and flops > 0 else None
+
+
+def measure_jax(spec: dict) -> dict:
+  import functools
+
+  import jax
+  import jax.numpy as jnp
+
+  from clan_jax import optim, steps
+  from clan_jax.models import create_model
+
+  model = create_model(model_config(spec), NUM_CLASSES)
+  images, labels = random_batch(spec)
+  device = jax.local_devices()[0]
+  images, labels = jax.device_put(images, device), jax.device_put(labels, device)
+  size = spec['image_size']
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3), jnp.float32))
+  if spec['mode'] == 'train':
+    optimizer = types.SimpleNamespace(**OPTIMIZER)
+    tx, schedules = optim.create_optimizer(optimizer, variables['params'],
+                                           num_classes=NUM_CLASSES,
+                                           batch_size=spec['batch_size'], total_steps=10_000,
+                                           warmup_steps=0)
+    state = steps.create_train_state(variables['params'], variables['batch_stats'], tx)
+    fn = jax.jit(functools.partial(steps.train_step, model, tx, schedules, MODEL_DEFAULTS['head_loss_weights'],
+                                   OPTIMIZER['label_smoothing']), donate_argnums=0)
+    batch = {'image': images, 'label': labels}
+    start = time.perf_counter()
+    compiled = fn.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    box = [state]
+
+    def step():
+      box[0], scalars = compiled(box[0], batch)
+      jax.block_until_ready(scalars['loss'])
+  else:
+    from clan_jax.preprocess import normalize
+
+    fn = jax.jit(lambda v, x: model.apply(v, normalize(x), train=False)['logits'])
+    start = time.perf_counter()
+    compiled = fn.lower(variables, images).compile()
+    compile_s = time.perf_counter() - start
+
+    def step():
+      jax.block_until_ready(compiled(variables, images))
+
+  _, times = time_steps(step, spec['steps'], spec['warmup'])
+  record = _record(spec, 'jax', jax_variant(spec), spec['dtype'], times, compile_s)
+  record['flops_per_step'] = xla_flops(compiled)
+  record['device'] = f'{device.platform}: {device.device_kind}'
+  record['versions'] = {'jax': jax.__version__}
+  if device.platform == 'gpu' or device.platform == 'cuda':
+    stats = device.memory_stats() or {}
+    record.update(peak_memory_bytes=stats.get('peak_bytes_in_use'), memory_kind='device')
+  else:
+    record.update(peak_memory_bytes=_peak_rss(), memory_kind='host_rss')
+  return record
+
+
+def jax_variant(spec: dict) -> str:
+  """'xla', or the implementation switches that differ from the defaults."""
+  changed = [f'{k}={spec[k]}' for k in ('conv1x1_as_matmul', 'attention_impl', 'remat')
+             if k in spec and spec[k] != MODEL_DEFAULTS[k]]
+  return ','.join(changed) or 'xla'
+
+
+def measure_torch(spec: dict) -> dict:
+  import numpy as np
+  import torch
+
+  from clan_jax import torch_reference
+
+  cuda = torch.cuda.is_available()
+  device = torch.device('cuda' if cuda else 'cpu')
+  torch.backends.cudnn.benchmark = True  # Fixed shapes: let cuDNN pick its fastest kernels.
+  variant = spec['variant']
+  channels_last = variant != 'eager'
+  autocast = variant == 'amp_bf16' or (variant == 'compile' and spec['dtype'] == 'bfloat16')
+  torch.manual_seed(0)
+  net = torch_reference.create_torch_model(model_config(spec), NUM_CLASSES).to(device)
+  memory_format = torch.channels_last if channels_last else torch.contiguous_format
+  net = net.to(memory_format=memory_format)
+  forward = torch.compile(net) if variant == 'compile' else net
+  images_np, labels_np = random_batch(spec)
+  images = torch.from_numpy(np.ascontiguousarray(images_np)).to(device)
+  labels = torch.from_numpy(labels_np).long().to(device)
+  mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1) * 255
+  std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
+
+  def inputs():  # uint8 NHWC -> normalised float NCHW, on the device, as in the JAX step.
+    x = (images.permute(0, 3, 1, 2).float() - mean) / std
+    return x.contiguous(memory_format=memory_format)
+
+  def autocast_context():
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
+
+  sync = torch.cuda.synchronize if cuda else (lambda: None)
+  if spec['mode'] == 'train':
+    net.train()
+    optimizer, scheduler = torch_reference.create_torch_optimizer(
+        net, types.SimpleNamespace(**OPTIMIZER), num_classes=NUM_CLASSES,
+        batch_size=spec['batch_size'], total_steps=10_000, warmup_steps=0)
+
+    def step():
+      optimizer.zero_grad(set_to_none=True)
+      with autocast_context():
+        outputs = forward(inputs())
+        loss, _ = torch_reference.multi_head_loss(outputs, labels, MODEL_DEFAULTS['head_loss_weights'],
+                                                  OPTIMIZER['label_smoothing'])
+      loss.backward()
+      optimizer.step()
+      scheduler.step()
+      loss.item()  # Synchronises, as the JAX step's block_until_ready.
+      sync()
+  else:
+    net.eval()
+
+    def step():
+      with torch.inference_mode(), autocast_context():
+        forward(inputs())['logits']
+      sync()
+
+  if cuda:
+    torch.cuda.reset_peak_memory_stats()
+  first, times = time_steps(step, spec['steps'], spec['warmup'])
+  record = _record(spec, 'torch', variant, 'bfloat16' if autocast else 'float32', times, first)
+  record['device'] = (f'cuda: {torch.cuda.get_device_name()}' if cuda
+                      else f'cpu: {platform.processor() or platform.machine()}')
+  record['versions'] = {'torch': torch.__version__}
+  record['torch_threads'] = torch.get_num_threads()
+  if cuda:
+    record.update(peak_memory_bytes=torch.cuda.max_memory_allocated(), memory_kind='device')
+  else:
+    record.update(peak_memory_bytes=_peak_rss(), memory_kind='host_rss')
+  return record
+
+
+def _peak_rss() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB.
+
+
+def _record(spec: dict, framework: str, variant: str, dtype: str, times: list[float],
+            compile_s: float) -> dict:
+  median = statistics.median(times)
+  return {'framework': framework, 'variant': variant, 'model': spec['model'],
+          'depth': spec['depth'], 'mode': spec['mode'], 'image_size': spec['image_size'],
+          'batch_size': spec['batch_size'], 'dtype': dtype,
+          'images_per_sec': spec['batch_size'] / median, 'step_time_s': median,
+          'step_time_min_s': min(times), 'step_time_max_s': max(times), 'steps': len(times),
+          'compile_s': compile_s}
+
+
+# -------------------------------------------------------------------------- the driver
+
+def planned_runs(frameworks, modes, torch_variants, *, gpu: bool,
+                 torch_compile: bool) -> list[tuple[str, str, str]]:
+  """(framework, variant, mode) of every record, JAX first."""
+  if not torch_variants:
+    torch_variants = ['eager', 'channels_last']
+    if gpu:
+      torch_variants += ['amp_bf16', 'compile']
+    elif torch_compile:
+      torch_variants.append('compile')
+  runs = []
+  for mode in modes:
+    if 'jax' in frameworks:
+      runs.append(('jax', 'xla', mode))
+    if 'torch' in frameworks:
+      runs += [('torch', variant, mode) for variant in torch_variants]
+  return runs
+
+
+def run_worker(spec: dict) -> dict:
+  """One measurement in a fresh interpreter; its last stdout line is the record."""
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  cmd = [sys.executable, '-m', 'clan_jax.benchmark', f'--worker={json.dumps(spec)}']
+  done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
+  lines = done.stdout.strip().splitlines()
+  if done.returncode or not lines:
+    return {**_identity(spec), 'error': f'exit status {done.returncode} (its stderr is above)'}
+  return json.loads(lines[-1])
+
+
+def _identity(spec: dict) -> dict:
+  return {'framework': spec['framework'], 'variant': spec['variant'], 'model': spec['model'],
+          'depth': spec['depth'], 'mode': spec['mode'], 'image_size': spec['image_size'],
+          'batch_size': spec['batch_size'], 'dtype': spec['dtype']}
+
+
+def median_record(records: list[dict]) -> dict:
+  """The run with the median images/s, with every run's figure alongside."""
+  good = [r for r in records if 'error' not in r]
+  if not good:
+    return records[0]
+  ranked = sorted(good, key=lambda r: r['images_per_sec'])
+  chosen = dict(ranked[(len(ranked) - 1) // 2])
+  chosen['images_per_sec_runs'] = [r['images_per_sec'] for r in good]
+  return chosen
+
+
+def add_derived(records: list[dict], peak_tflops: float) -> None:
+  """FLOPs of the JAX step for every record of its mode; TFLOP/s; MFU; ratios to torch."""
+  flops = {r['mode']: r.get('flops_per_step') for r in records if r['framework'] == 'jax'}
+  for r in records:
+    if 'error' in r:
+      continue
+    r['flops_per_step'] = flops.get(r['mode'])
+    if r['flops_per_step']:
+      r['tflops'] = r['flops_per_step'] / r['step_time_s'] / 1e12
+      if peak_tflops:
+        r['mfu'] = r['tflops'] / peak_tflops
+  for mode in {r['mode'] for r in records}:
+    jax_record = next((r for r in records if r['mode'] == mode and r['framework'] == 'jax'
+                       and 'error' not in r), None)
+    eager = [r for r in records if r['mode'] == mode and r['framework'] == 'torch'
+             and r['variant'] in EAGER_VARIANTS and 'error' not in r]
+    if jax_record:
+      for r in records:
+        if r['mode'] == mode and r['framework'] == 'torch' and 'error' not in r:
+          r['jax_speedup'] = jax_record['images_per_sec'] / r['images_per_sec']
+    if jax_record and eager:
+      fastest = max(eager, key=lambda r: r['images_per_sec'])
+      jax_record['torch_fastest_eager'] = fastest['variant']
+      # > 1: JAX is slower. The issue's targets are stated as this ratio.
+      jax_record['step_time_ratio_to_torch_eager'] = (jax_record['step_time_s']
+                                                      / fastest['step_time_s'])
+
+
+def format_table(records: list[dict]) -> str:
+  header = (f'{"framework":9} {"variant":22} {"mode":5} {"dtype":8} {"img/s":>9} '
+            f'{"step ms":>9} {"compile s":>9} {"peak MiB":>9} {"TFLOP/s":>8} {"MFU":>6} '
+            f'{"time/eager":>10} {"JAX x":>6}')
+  lines = [header, '-' * len(header)]
+  for r in records:
+    if 'error' in r:
+      lines.append(f'{r["framework"]:9} {r["variant"]:22} {r["mode"]:5} {r["dtype"]:8} '
+                   f'FAILED: {r["error"]}')
+      continue
+    memory = r.get('peak_memory_bytes')
+    lines.append(
+        f'{r["framework"]:9} {r["variant"]:22} {r["mode"]:5} {r["dtype"]:8} '
+        f'{r["images_per_sec"]:9.1f} {r["step_time_s"] * 1e3:9.1f} {r["compile_s"]:9.1f} '
+        f'{memory / 2**20 if memory else float("nan"):9.0f} '
+        f'{r.get("tflops", float("nan")):8.2f} '
+        f'{r["mfu"] * 100 if "mfu" in r else float("nan"):5.1f}% '
+        f'{r.get("step_time_ratio_to_torch_eager", float("nan")):10.2f} '
+        f'{r.get("jax_speedup", float("nan")):6.2f}')
+  lines.append('time/eager: the JAX step time over torch\'s fastest eager variant\'s (> 1: JAX '
+               'is slower); JAX x: JAX images/s over that torch variant\'s.')
+  return '\n'.join(lines)
+
+
+def gpu_available() -> bool:
+  """Whether torch or JAX sees a GPU, asked in a subprocess (JAX's backend is not started here)."""
+  probe = ('import importlib.util as u\n'
+           'ok = False\n'
+           'if u.find_spec("torch"):\n'
+           '  import torch; ok = torch.cuda.is_available()\n'
+           'if not ok and u.find_spec("jax"):\n'
+           '  import jax; ok = jax.default_backend() == "gpu"\n'
+           'print(ok)')
+  done = subprocess.run([sys.executable, '-c', probe], stdout=subprocess.PIPE, text=True,
+                        check=False)
+  return done.stdout.strip().endswith('True')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.worker:
+    spec = json.loads(FLAGS.worker)
+    measure = measure_jax if spec['framework'] == 'jax' else measure_torch
+    print(json.dumps(measure(spec)), flush=True)
+    return
+  _check_flags()
+  gpu = gpu_available()
+  runs = planned_runs(FLAGS.frameworks, FLAGS.modes, FLAGS.torch_variants, gpu=gpu,
+                      torch_compile=FLAGS.torch_compile)
+  base = {'model': FLAGS.model, 'depth': FLAGS.depth, 'image_size': FLAGS.image_size,
+          'batch_size': FLAGS.batch_size, 'dtype': FLAGS.dtype, 'steps': FLAGS.steps,
+          'warmup': FLAGS.warmup, 'conv1x1_as_matmul': FLAGS.conv1x1_as_matmul,
+          'attention_impl': FLAGS.attention_impl, 'remat': FLAGS.remat}
+  records, started = [], time.time()
+  for index, (framework, variant, mode) in enumerate(runs):
+    spec = {**base, 'framework': framework, 'mode': mode,
+            'variant': jax_variant(base) if framework == 'jax' else variant}
+    runs_of_spec = []
+    for repeat in range(FLAGS.repeats):
+      print(f'[{index + 1}/{len(runs)}] {framework} {variant} {mode} (run {repeat + 1}/'
+            f'{FLAGS.repeats}; {time.time() - started:.0f} s elapsed)', file=sys.stderr,
+            flush=True)
+      runs_of_spec.append(run_worker(spec))
+    records.append(median_record(runs_of_spec))
+  add_derived(records, FLAGS.peak_tflops)
+  print(format_table(records))
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump(records, f, indent=1)
+    print(f'records written to {FLAGS.json}')
+
+
+def _check_flags() -> None:
+  unknown = set(FLAGS.frameworks) - {'jax', 'torch'}
+  unknown |= set(FLAGS.modes) - {'train', 'eval'}
+  unknown |= set(FLAGS.torch_variants) - set(TORCH_VARIANTS)
+  if unknown:
+    raise app.UsageError(f'unknown value(s) {sorted(unknown)} in --frameworks, --modes or '
+                         f'--torch_variants; allowed: jax, torch; train, eval; {TORCH_VARIANTS}.')
+  if FLAGS.image_size % 32 or FLAGS.image_size <= 0:
+    raise app.UsageError(f'--image_size={FLAGS.image_size}: use a positive multiple of 32.')
+  if FLAGS.steps < 1 or FLAGS.repeats < 1 or FLAGS.batch_size < 2:
+    raise app.UsageError('--steps and --repeats must be >= 1, --batch_size >= 2 (BatchNorm).')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,65 @@
+"""The train step as a pure function: the loss over CLAN's heads, the gradient, the update.
+
+Imports only jax, flax and optax (no TensorFlow, clu or ml_collections), so that
+clan_jax.benchmark times exactly this step on a bare GPU image; clan_jax.train wraps it
+with clu metrics, shardings and donation.
+"""
+
+from typing import Any, Callable, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from clan_jax import optim
+from clan_jax.models import multi_head_loss
+from clan_jax.preprocess import normalize
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self) -> dict:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def create_train_state(params: Any, batch_stats: Any,
+                       tx: optax.GradientTransformation) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params))
+
+
+def train_step(model, tx: optax.GradientTransformation, schedules: Mapping[str, Callable],
+               head_loss_weights: Mapping[str, float], label_smoothing: float,
+               state: TrainState, batch: Mapping[str, jax.Array]) -> tuple[TrainState, dict]:
+  """One step on a batch of uint8 images; returns the new state and the step's scalars
+  (loss, accuracy_fused, learning rates, and per head loss_<head> and accuracy_<head>)."""
+  images = normalize(batch['image'])
+  labels = batch['label']
+
+  def loss_fn(params):
+    outputs, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
+                                   train=True, mutable=['batch_stats'])
+    loss, per_head = multi_head_loss(outputs, labels, head_loss_weights, label_smoothing)
+    return loss, (outputs, per_head, updates['batch_stats'])
+
+  (loss, (outputs, per_head, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+  scalars = {'loss': loss,
+             'accuracy_fused': jnp.mean(jnp.argmax(outputs['logits'], -1) == labels),
+             'learning_rate': schedules[optim.NEW](state.step),
+             'learning_rate_backbone': schedules[optim.BACKBONE](state.step)}
+  for head, logits in outputs.get('heads', {}).items():
+    scalars[f'loss_{head}'] = per_head[head]
+    scalars[f'accuracy_{head}'] = jnp.mean(jnp.argmax(logits, -1) == labels)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+  return new_state, scalars
