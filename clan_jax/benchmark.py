@@ -67,6 +67,8 @@ flags.DEFINE_list('modes', ['train', 'eval'], 'Which of train, eval.')
 flags.DEFINE_list('torch_variants', [], f'Torch variants among {TORCH_VARIANTS}; empty: eager '
                   'and channels_last, plus amp_bf16 and compile on a GPU.')
 flags.DEFINE_bool('torch_compile', False, 'Add torch.compile on the CPU (slow to compile).')
+flags.DEFINE_list('host_devices', [], 'Scaling: JAX alone on each of these numbers of CPU '
+                  'devices (--xla_force_host_platform_device_count), the batch split over them.')
 flags.DEFINE_string('json', '', 'Also write the records (a JSON list) to this file.')
 flags.DEFINE_string('worker', '', 'Internal: run one measurement given as JSON.')
 FLAGS = flags.FLAGS
@@ -117,58 +119,59 @@ def model_flops(lowered) -> Optional[float]:
 
 
 def measure_jax(spec: dict) -> dict:
+  """The jitted step over a mesh of spec['devices'] devices (default 1): the batch sharded
+  over 'data', the state replicated and donated, as clan_jax.train compiles it."""
   import functools
 
   import jax
   import jax.numpy as jnp
 
-  from clan_jax import optim, steps
+  from clan_jax import optim, sharding, steps
   from clan_jax.models import create_model
 
   model = create_model(model_config(spec), NUM_CLASSES)
+  mesh = sharding.create_mesh(jax.devices()[:spec.get('devices', 1)])
+  replicated, data = sharding.replicated_sharding(mesh), sharding.data_sharding(mesh)
   images, labels = random_batch(spec)
-  device = jax.local_devices()[0]
-  images, labels = jax.device_put(images, device), jax.device_put(labels, device)
+  batch = jax.device_put({'image': images, 'label': labels}, data)
   size = spec['image_size']
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3), jnp.float32))
+  variables = jax.device_put(jax.jit(functools.partial(model.init, train=False))(
+      jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3), jnp.float32)), replicated)
   if spec['mode'] == 'train':
-    optimizer = types.SimpleNamespace(**OPTIMIZER)
-    tx, schedules = optim.create_optimizer(optimizer, variables['params'],
-                                           num_classes=NUM_CLASSES,
-                                           batch_size=spec['batch_size'], total_steps=10_000,
-                                           warmup_steps=0)
+    tx, schedules = optim.create_optimizer(
+        types.SimpleNamespace(**OPTIMIZER), variables['params'], num_classes=NUM_CLASSES,
+        batch_size=spec['batch_size'], total_steps=10_000, warmup_steps=0)
     state = steps.create_train_state(variables['params'], variables['batch_stats'], tx)
-    fn = jax.jit(functools.partial(steps.train_step, model, tx, schedules, MODEL_DEFAULTS['head_loss_weights'],
-                                   OPTIMIZER['label_smoothing']), donate_argnums=0)
-    batch = {'image': images, 'label': labels}
-    start = time.perf_counter()
-    lowered = fn.lower(state, batch)
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - start
-    box = [state]
+    fn = jax.jit(functools.partial(steps.train_step, model, tx, schedules,
+                                   MODEL_DEFAULTS['head_loss_weights'],
+                                   OPTIMIZER['label_smoothing']),
+                 in_shardings=(replicated, data), out_shardings=replicated, donate_argnums=0)
+    args = [state, batch]
 
     def step():
-      box[0], scalars = compiled(box[0], batch)
+      args[0], scalars = compiled(*args)
       jax.block_until_ready(scalars['loss'])
   else:
     from clan_jax.preprocess import normalize
 
-    fn = jax.jit(lambda v, x: model.apply(v, normalize(x), train=False)['logits'])
-    start = time.perf_counter()
-    lowered = fn.lower(variables, images)
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - start
+    fn = jax.jit(lambda v, x: model.apply(v, normalize(x), train=False)['logits'],
+                 in_shardings=(replicated, data), out_shardings=data)
+    args = [variables, batch['image']]
 
     def step():
-      jax.block_until_ready(compiled(variables, images))
+      jax.block_until_ready(compiled(*args))
 
+  start = time.perf_counter()
+  lowered = fn.lower(*args)
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
   _, times = time_steps(step, spec['steps'], spec['warmup'])
   record = _record(spec, 'jax', jax_variant(spec), spec['dtype'], times, compile_s)
-  record['flops_per_step'] = model_flops(lowered)
-  record['device'] = f'{device.platform}: {device.device_kind}'
-  record['versions'] = {'jax': jax.__version__}
-  if device.platform == 'gpu' or device.platform == 'cuda':
+  device = mesh.devices.flat[0]
+  record.update(flops_per_step=model_flops(lowered), devices=mesh.size,
+                device=f'{device.platform}: {device.device_kind}',
+                versions={'jax': jax.__version__})
+  if device.platform in ('gpu', 'cuda'):
     stats = device.memory_stats() or {}
     record.update(peak_memory_bytes=stats.get('peak_bytes_in_use'), memory_kind='device')
   else:
@@ -177,9 +180,11 @@ def measure_jax(spec: dict) -> dict:
 
 
 def jax_variant(spec: dict) -> str:
-  """'xla', or the implementation switches that differ from the defaults."""
+  """'xla', the implementation switches that differ from the defaults, and the devices."""
   changed = [f'{k}={spec[k]}' for k in ('conv1x1_as_matmul', 'attention_impl', 'remat')
              if k in spec and spec[k] != MODEL_DEFAULTS[k]]
+  if spec.get('host_devices'):
+    changed.append(f'{spec["devices"]} host devices')
   return ','.join(changed) or 'xla'
 
 
@@ -292,6 +297,10 @@ def planned_runs(frameworks, modes, torch_variants, *, gpu: bool,
 def run_worker(spec: dict) -> dict:
   """One measurement in a fresh interpreter; its last stdout line is the record."""
   env = dict(os.environ, PYTHONUNBUFFERED='1')
+  if spec.get('host_devices'):  # XLA reads the device count once, at start-up.
+    env['XLA_FLAGS'] = (f'{env.get("XLA_FLAGS", "")} '
+                        f'--xla_force_host_platform_device_count={spec["devices"]}').strip()
+    env['JAX_PLATFORMS'] = 'cpu'
   cmd = [sys.executable, '-m', 'clan_jax.benchmark', f'--worker={json.dumps(spec)}']
   done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
   lines = done.stdout.strip().splitlines()
@@ -329,6 +338,11 @@ def add_derived(records: list[dict], peak_tflops: float) -> None:
       if peak_tflops:
         r['mfu'] = r['tflops'] / peak_tflops
   for mode in {r['mode'] for r in records}:
+    one = next((r for r in records if r['mode'] == mode and r.get('devices') == 1
+                and r.get('variant', '').endswith('host devices') and 'error' not in r), None)
+    for r in records:
+      if one and r['mode'] == mode and 'error' not in r and 'host devices' in r['variant']:
+        r['step_time_vs_one_device'] = r['step_time_s'] / one['step_time_s']
     jax_record = next((r for r in records if r['mode'] == mode and r['framework'] == 'jax'
                        and 'error' not in r), None)
     eager = [r for r in records if r['mode'] == mode and r['framework'] == 'torch'
@@ -364,6 +378,10 @@ def format_table(records: list[dict]) -> str:
         f'{r["mfu"] * 100 if "mfu" in r else float("nan"):5.1f}% '
         f'{r.get("step_time_ratio_to_torch_eager", float("nan")):10.2f} '
         f'{r.get("jax_speedup", float("nan")):6.2f}')
+  for r in records:
+    if 'step_time_vs_one_device' in r:
+      lines.append(f'{r["mode"]} on {r["devices"]} host devices: '
+                   f'{r["step_time_vs_one_device"]:.2f}x the one-device step time')
   lines.append('time/eager: the JAX step time over torch\'s fastest eager variant\'s (> 1: JAX '
                'is slower); JAX x: JAX images/s over that torch variant\'s.')
   return '\n'.join(lines)
@@ -392,17 +410,21 @@ def main(argv: list[str]) -> None:
     print(json.dumps(measure(spec)), flush=True)
     return
   _check_flags()
-  gpu = gpu_available()
-  runs = planned_runs(FLAGS.frameworks, FLAGS.modes, FLAGS.torch_variants, gpu=gpu,
-                      torch_compile=FLAGS.torch_compile)
+  if FLAGS.host_devices:
+    runs = [('jax', int(n), mode) for mode in FLAGS.modes for n in FLAGS.host_devices]
+  else:
+    runs = planned_runs(FLAGS.frameworks, FLAGS.modes, FLAGS.torch_variants,
+                        gpu=gpu_available(), torch_compile=FLAGS.torch_compile)
   base = {'model': FLAGS.model, 'depth': FLAGS.depth, 'image_size': FLAGS.image_size,
           'batch_size': FLAGS.batch_size, 'dtype': FLAGS.dtype, 'steps': FLAGS.steps,
           'warmup': FLAGS.warmup, 'conv1x1_as_matmul': FLAGS.conv1x1_as_matmul,
           'attention_impl': FLAGS.attention_impl, 'remat': FLAGS.remat}
   records, started = [], time.time()
   for index, (framework, variant, mode) in enumerate(runs):
-    spec = {**base, 'framework': framework, 'mode': mode,
-            'variant': jax_variant(base) if framework == 'jax' else variant}
+    spec = {**base, 'framework': framework, 'mode': mode}
+    if FLAGS.host_devices:
+      spec.update(devices=variant, host_devices=True)
+    spec['variant'] = jax_variant(spec) if framework == 'jax' else variant
     runs_of_spec = []
     for repeat in range(FLAGS.repeats):
       print(f'[{index + 1}/{len(runs)}] {framework} {variant} {mode} (run {repeat + 1}/'
@@ -427,6 +449,10 @@ def _check_flags() -> None:
                          f'--torch_variants; allowed: jax, torch; train, eval; {TORCH_VARIANTS}.')
   if FLAGS.image_size % 32 or FLAGS.image_size <= 0:
     raise app.UsageError(f'--image_size={FLAGS.image_size}: use a positive multiple of 32.')
+  for n in FLAGS.host_devices:
+    if not n.isdigit() or int(n) < 1 or FLAGS.batch_size % int(n):
+      raise app.UsageError(f'--host_devices={n}: each must be a positive integer that divides '
+                           f'--batch_size={FLAGS.batch_size}.')
   if FLAGS.steps < 1 or FLAGS.repeats < 1 or FLAGS.batch_size < 2:
     raise app.UsageError('--steps and --repeats must be >= 1, --batch_size >= 2 (BatchNorm).')
 
