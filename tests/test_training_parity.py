@@ -2,9 +2,11 @@
 with the same recipe (momentum, weight decay, two rate groups, warm-up + cosine, label
 smoothing), from the same randomised weights and batches, without augmentation.
 
-float64 proves the algorithm. (A float32 comparison over 3 steps is not here yet: with
-batch 4 at 64 px both frameworks' float32 updates drift 1e-2 to 1e-1 from float64 after
-3 steps, so agreement to 1e-4 needs a better-conditioned setting; see the issue notes.)"""
+float64 proves the algorithm to 1e-9. float32 (CLAN-R18 at 64 px) is checked to 1e-4 in
+the global norm of the update, and per tensor up to float32's storage resolution of the
+weights; docs/PARITY.md explains both limits (storage rounding and ReLU crossings)."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +57,7 @@ def _torch_steps(config, twin, batches):
   return numpy_state_dict(twin)
 
 
-def _jax_steps(config, model, variables, batches):
+def _jax_steps(config, model, variables, batches, jit=False):
   tx, schedules = optim.create_optimizer(config.optimizer, variables['params'],
                                          num_classes=NUM_CLASSES, batch_size=BATCH,
                                          total_steps=TOTAL, warmup_steps=WARMUP)
@@ -64,12 +66,15 @@ def _jax_steps(config, model, variables, batches):
                            opt_state=tx.init(variables['params']))
   collection = metrics.Collection.create(
       **{name: metrics.Average.from_output(name) for name in train.metric_names(model)})
+  step = functools.partial(train.train_step, model, tx, schedules, config, collection)
+  step = jax.jit(step) if jit else step
   for batch in batches:
-    state, _ = train.train_step(model, tx, schedules, config, collection, state, batch)
+    state, _ = step(state, batch)
   return flax_to_torch_arrays(state.variables)
 
 
-def _compare(config, dtype, rtol):
+def _run_both(config, dtype, jit=False):
+  """(before, torch's after, JAX's after) as {torch key: array}, from the same weights."""
   from clan_jax.models import create_model
 
   twin = randomize_(create_torch_model(config.model, NUM_CLASSES), seed=3).to(dtype)
@@ -78,8 +83,13 @@ def _compare(config, dtype, rtol):
   variables = torch_to_flax(before, model, image_size=IMAGE_SIZE)
   batches = _batches()
   theirs = _torch_steps(config, twin, batches)
-  ours = _jax_steps(config, model, variables, batches)
+  ours = _jax_steps(config, model, variables, batches, jit)
   assert ours.keys() == theirs.keys()
+  return before, theirs, ours
+
+
+def _compare(config, dtype, rtol):
+  before, theirs, ours = _run_both(config, dtype)
   for key in theirs:  # Updates (after minus before), and the BN running statistics.
     assert_close_to_scale(theirs[key] - before[key], ours[key] - before[key], rtol, key)
 
@@ -89,3 +99,64 @@ def _compare(config, dtype, rtol):
 def test_float64_three_steps_equal_torch_sgd(model):
   with jax.enable_x64(True):
     _compare(_config(**model), torch.float64, 1e-9)
+
+
+def _assert_update_close(before, expected, actual, rtol, name):
+  """Elementwise, the updates (after minus before) differ by at most rtol * the largest
+  expected update + 2 ulps of the float32 weight.
+
+  Both frameworks store the weights in float32 and round p + u once per step that moves
+  them (2 of the 3 here: the warm-up's first rate is 0), so after minus before is known
+  only to +-1 ulp of p in each; 2 ulps between them is the storage floor, not slack.
+  """
+  before, expected, actual = (np.asarray(x, np.float64) for x in (before, expected, actual))
+  scale = np.max(np.abs(expected - before))
+  assert scale > 0, f'{name}: no update; the check would be vacuous'
+  ulp = np.spacing(np.max(np.abs([before, expected, actual]), axis=0).astype(np.float32))
+  excess = np.abs(actual - expected) - rtol * scale - 2 * ulp.astype(np.float64)
+  worst = np.unravel_index(np.argmax(excess), excess.shape)
+  assert excess[worst] <= 0, (f'{name}: |diff| {abs(actual - expected)[worst]:.3g} > {rtol:g} x '
+                              f'scale {scale:.3g} + 2 ulp {2 * ulp[worst]:.3g} at {worst}')
+
+
+def test_float32_clan_r18_three_steps_equal_torch_sgd():
+  """The float64 test's weights and batches (batch 4, 64 px), the spec's widths, float32.
+
+  Compared: the updates (after minus before) of all 96 parameters, concatenated, in relative
+  L2 norm (<= 1e-4); each parameter elementwise to 1e-4 of its largest update plus 2 ulps of
+  the float32 weight (_assert_update_close); the BN statistics' updates to 1e-4 of scale.
+
+  Measured (jax 0.10.2 jit, torch 2.13.0 without oneDNN, 2-core x86-64; float64 truth: the
+  twin in float64 from the same float32 values):
+  - JAX vs torch: global 1.3e-5; elementwise excess over the 2-ulp floor <= 1.4e-5 of
+    scale; per tensor without the floor up to 3.4e-3 (max) / 8.0e-4 (L2), backbone BN
+    scales; BN statistics 8e-6.
+  - each vs float64: global 6.2e-5 for both; per tensor up to 1.5e-2 (layer4 BN scales) and
+    6e-2 for the biases whose gradient is zero by construction (update = decay only, ~10
+    ulps); all within 1e-4 of scale + 2 ulps.
+  - the optimiser's summed updates before float32 storage: JAX 2.9e-6, torch 2.5e-6 from
+    float64 (worst tensor 3.4e-5 and 4.8e-5), so the per-tensor figures above are storage.
+  The recipe's rates at batch 4 move a weight by ~1e3 ulps (median tensor), so after minus
+  before is known to ~1e-3 per element; the global norm averages that rounding out.
+  A ReLU input within float32 error of 0 takes the other branch in one framework (a
+  'crossing') and moves a tensor 1e-3..3e-1 (docs/PARITY.md: 5 of 8 seeds here); these
+  weights and batches have none in either framework (before storage, per tensor within
+  2.0e-5 (JAX) and 1.2e-5 (torch) of float64, 5e-5 for the zero-gradient biases); the test
+  pins them.
+  """
+  config = _config()  # CLAN-R18 with the spec's widths (d=256, heads 512).
+  # torch without oneDNN (its float32 gradients are off here; docs/PARITY.md).
+  with torch.backends.mkldnn.flags(enabled=False):
+    before, theirs, ours = _run_both(config, torch.float32, jit=True)
+  stats = [k for k in theirs if k.endswith(('running_mean', 'running_var'))]
+  params = [k for k in theirs if k not in stats]
+  update = lambda arrays, keys: np.concatenate(
+      [(arrays[k].astype(np.float64) - before[k]).ravel() for k in keys])
+  expected, actual = update(theirs, params), update(ours, params)
+  relative = np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+  assert relative <= 1e-4, f'global relative difference of the updates {relative:.3g}'
+  # A failure confined to a few tensors is likely a ReLU crossing (docs/PARITY.md).
+  for key in params:
+    _assert_update_close(before[key], theirs[key], ours[key], 1e-4, key)
+  for key in stats:
+    assert_close_to_scale(theirs[key] - before[key], ours[key] - before[key], 1e-4, key)
