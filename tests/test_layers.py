@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clan_jax.models.layers import BatchNorm, Linear, PointwiseConv, conv
+from clan_jax.models.layers import BatchNorm, Linear, PointwiseConv, conv, max_pool
 
 
 def _batch_norm_case(seed=0):
@@ -91,3 +91,24 @@ def test_pointwise_conv_is_a_1x1_convolution_with_the_same_parameters(stride, us
   expected, actual = as_conv.apply(variables, x), as_matmul.apply(variables, x)
   assert actual.shape == expected.shape == (2, -(-7 // stride), -(-6 // stride), 4)
   np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('size', [8, 7])
+def test_max_pool_equals_reduce_window_max_pool_and_its_gradient(size):
+  """Distinct values: the same outputs and gradients as flax's (torch's) max pool; with
+  ties (a constant image) the gradient is shared, so its sum is the same."""
+  import flax.linen as nn
+
+  reference = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  ours = lambda x: max_pool(x, 3, 2, 1)
+  count = 2 * size * size * 3
+  distinct = jnp.asarray(np.random.default_rng(0).permutation(count).reshape(2, size, size, 3),
+                         jnp.float32) - count / 2
+  weights = jnp.arange(1.0, 4.0)
+  grad = lambda f, x: jax.grad(lambda x: jnp.sum(f(x) * weights))(x)
+  np.testing.assert_array_equal(ours(distinct), reference(distinct))
+  np.testing.assert_array_equal(grad(ours, distinct), grad(reference, distinct))
+  constant = jnp.ones((2, size, size, 3))
+  np.testing.assert_array_equal(ours(constant), reference(constant))
+  np.testing.assert_allclose(grad(ours, constant).sum((0, 1, 2)),
+                             grad(reference, constant).sum((0, 1, 2)))

@@ -141,3 +141,26 @@ class Linear(nn.Module):
     bias = self.param('bias', init, (self.features,), jnp.float32)
     dtype = self.dtype or jnp.result_type(x, kernel)
     return jnp.dot(x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: int) -> jax.Array:
+  """torch's MaxPool2d (NHWC, -inf padding) as the maximum of window**2 strided slices.
+
+  The same values as nn.max_pool; the gradient differs in speed only: XLA:CPU's
+  select-and-scatter (nn.max_pool's backward) took 15 % of a ResNet-50 train step on the
+  CPU, where this backward is a few element-wise selects (BENCHMARKS.md). At exact ties
+  within a window the gradient is shared between the tied inputs (torch gives it to the
+  first); tied inputs of a ReLU output are mostly zeros, whose gradient ReLU drops anyway.
+  """
+  pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+  padded = jnp.pad(x, pad, constant_values=-jnp.inf)
+  out_h = (x.shape[1] + 2 * padding - window) // stride + 1
+  out_w = (x.shape[2] + 2 * padding - window) // stride + 1
+  result = None
+  for i in range(window):
+    for j in range(window):
+      tap = jax.lax.slice(padded, (0, i, j, 0),
+                          (x.shape[0], i + stride * (out_h - 1) + 1,
+                           j + stride * (out_w - 1) + 1, x.shape[3]), (1, stride, stride, 1))
+      result = tap if result is None else jnp.maximum(result, tap)
+  return result

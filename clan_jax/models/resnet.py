@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clan_jax.models.layers import BatchNorm, Linear, conv
+from clan_jax.models.layers import BatchNorm, Linear, conv, max_pool
 
 Dtype = Any
 
@@ -94,7 +94,7 @@ class ResNet(nn.Module):
     x = images.astype(self.dtype) if self.dtype else images
     x = conv(64, 7, 2, dtype=self.dtype, name='conv1')(x)
     x = nn.relu(BatchNorm(name='bn1')(x, train))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, 3, 2, 1)
     features = {}
     for index, (stage, width, blocks) in enumerate(
         zip(STAGE_NAMES, STAGE_WIDTHS, blocks_per_stage)):
