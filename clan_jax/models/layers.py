@@ -1,5 +1,6 @@
 """Layers that reproduce PyTorch's numerics and initialisation (CLAN_SPEC, numerical traps)."""
 
+import functools
 import math
 from typing import Any, Callable, Optional
 
@@ -143,24 +144,56 @@ class Linear(nn.Module):
     return jnp.dot(x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool(x: jax.Array, window: int, stride: int, padding: int) -> jax.Array:
-  """torch's MaxPool2d (NHWC, -inf padding) as the maximum of window**2 strided slices.
-
-  The same values as nn.max_pool; the gradient differs in speed only: XLA:CPU's
-  select-and-scatter (nn.max_pool's backward) took 15 % of a ResNet-50 train step on the
-  CPU, where this backward is a few element-wise selects (BENCHMARKS.md). At exact ties
-  within a window the gradient is shared between the tied inputs (torch gives it to the
-  first); tied inputs of a ReLU output are mostly zeros, whose gradient ReLU drops anyway.
+  """torch's MaxPool2d (NHWC, -inf padding): the same values and gradient as nn.max_pool
+  (the first maximum of a window takes the gradient, as in torch), computed from
+  window**2 strided slices. The backward keeps only the index of each window's winner
+  and adds window**2 padded selects: XLA:CPU's select-and-scatter (nn.max_pool's
+  backward) was several times slower (BENCHMARKS.md).
   """
+  return _max_pool_forward(x, window, stride, padding)[0]
+
+
+def _pool_taps(x: jax.Array, window: int, stride: int, padding: int):
+  """(offset (i, j), strided slice) of the -inf-padded input for each window position."""
   pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
   padded = jnp.pad(x, pad, constant_values=-jnp.inf)
-  out_h = (x.shape[1] + 2 * padding - window) // stride + 1
-  out_w = (x.shape[2] + 2 * padding - window) // stride + 1
-  result = None
+  out_h = (padded.shape[1] - window) // stride + 1
+  out_w = (padded.shape[2] - window) // stride + 1
   for i in range(window):
     for j in range(window):
-      tap = jax.lax.slice(padded, (0, i, j, 0),
-                          (x.shape[0], i + stride * (out_h - 1) + 1,
-                           j + stride * (out_w - 1) + 1, x.shape[3]), (1, stride, stride, 1))
-      result = tap if result is None else jnp.maximum(result, tap)
-  return result
+      end = (x.shape[0], i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1, x.shape[3])
+      yield (i, j), jax.lax.slice(padded, (0, i, j, 0), end, (1, stride, stride, 1))
+
+
+def _max_pool_forward(x, window, stride, padding):
+  result, winner = None, None
+  for index, (_, tap) in enumerate(_pool_taps(x, window, stride, padding)):
+    if result is None:
+      result, winner = tap, jnp.zeros(tap.shape, jnp.int8)
+    else:
+      better = tap > result  # Strict: an earlier maximum keeps the gradient.
+      result = jnp.where(better, tap, result)
+      winner = jnp.where(better, jnp.int8(index), winner)
+  return result, (winner, x.shape)
+
+
+def _max_pool_backward(window, stride, padding, residuals, grad):
+  winner, shape = residuals
+  padded = (shape[1] + 2 * padding, shape[2] + 2 * padding)
+  total = None
+  for index in range(window * window):
+    i, j = divmod(index, window)
+    routed = jnp.where(winner == index, grad, jnp.zeros((), grad.dtype))
+    # The transpose of the strided slice at (i, j): interior padding spreads it back.
+    config = ((0, 0, 0),
+              (i, padded[0] - i - stride * (grad.shape[1] - 1) - 1, stride - 1),
+              (j, padded[1] - j - stride * (grad.shape[2] - 1) - 1, stride - 1),
+              (0, 0, 0))
+    spread = jax.lax.pad(routed, jnp.zeros((), grad.dtype), config)
+    total = spread if total is None else total + spread
+  return (total[:, padding:padding + shape[1], padding:padding + shape[2], :],)
+
+
+max_pool.defvjp(_max_pool_forward, _max_pool_backward)
