@@ -279,15 +279,16 @@ def training_figures(run: Any) -> Optional[AttentionFigures]:
 def visualize(config: Any, workdir: str, checkpoint: str = 'latest') -> list[str]:
   """Writes the figures of the latest or best checkpoint of workdir (or of
   init.torch_checkpoint) under workdir/visualizations/; returns the PNG paths."""
-  # train imports this module (figures in TensorBoard), so it is imported here.
-  from clan_jax import train
   from clan_jax.config_checks import validate_config
 
-  train.check_checkpoint_choice(checkpoint)
   validate_config(config)
   reason = missing_attention_maps(config.model)
   if reason:
     raise UserError(f'--mode=visualize: {reason}')
+  # train imports this module (figures in TensorBoard), so it is imported here.
+  from clan_jax import train
+
+  train.check_checkpoint_choice(checkpoint)
   run = train.setup_run(config, workdir, train=False)
   variables, source, step = train.load_variables(run, checkpoint)
   figures = AttentionFigures(run)

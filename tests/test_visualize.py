@@ -1,7 +1,9 @@
 """clan_jax.visualize: figure functions on synthetic maps, --mode=visualize, TensorBoard images.
 
-The last tests share the session's `trained_synthetic_workdir` (a tiny CLAN-R18 trained by
-main.py, 64-px images: mid maps 8x8 (layer2) and 4x4 (layer3), top map 2x2).
+The synthetic outputs have the shapes of the model's (tests/test_clan.py checks those); the
+real model's outputs go through the figures in the command-line test. The last tests share
+the session's `trained_synthetic_workdir` (a tiny CLAN-R18 trained by main.py, 64-px
+images: mid maps 8x8 (layer2) and 4x4 (layer3), top map 2x2).
 """
 
 import glob
