@@ -200,9 +200,23 @@ def validate_training_config(config: Any) -> None:
     raise ConfigError('init.torch_checkpoint and init.checkpoint are both set; give one.')
 
 
+def validate_visualize_config(visualize: Any, prefix: str = 'visualize.') -> None:
+  """The attention figures: how many images, which query position, TensorBoard or not."""
+  get = lambda field: _get(visualize, field, prefix)
+  _check_positive_int(get('num_images'), prefix + 'num_images')
+  _check_bool(get('every_eval'), prefix + 'every_eval')
+  position = get('query_position')
+  pair = tuple(position) if isinstance(position, (list, tuple)) else ()
+  if len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and 0 <= v <= 1 for v in pair):
+    raise ConfigError(f'{prefix}query_position={position!r} is invalid; it must be (row, col) '
+                      'fractions of the mid-level map in [0, 1], e.g. (0.5, 0.5) for the centre.')
+
+
 def validate_config(config: Any) -> None:
   """Validates a whole configuration (configs/default.py's sections)."""
   validate_model_config(_get(config, 'model', ''))
   validate_dataset_config(_get(config, 'dataset', ''))
   validate_optimizer_config(_get(config, 'optimizer', ''))
   validate_training_config(config)
+  validate_visualize_config(_get(config, 'visualize', ''))

@@ -237,6 +237,20 @@ def eval_dataset(data: SplitData, dataset_config: Any, *, global_batch_size: int
       _options())
 
 
+def eval_examples(data: SplitData, dataset_config: Any, count: int) -> dict:
+  """The first `count` examples of the split (fewer if it is smaller), as `eval_dataset` gives
+  them: {'image': uint8 (n, C, C, 3), 'label': int32 (n,)}. Without tf.data: for a few images
+  (the attention figures) a dataset would copy the whole split into a tf.Variable."""
+  count = min(count, data.num_examples)
+  crop = dataset_config.crop_size
+  if data.cached:
+    images = [preprocess.center_crop(data.images[i], crop) for i in range(count)]
+  else:
+    images = [preprocess.eval_transform(data.encoded[i], dataset_config.resize_size, crop)
+              for i in range(count)]
+  return {'image': np.stack(images), 'label': data.labels[:count]}
+
+
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
   """Whole global batches in one pass over the training split (the stream runs on)."""
   return max(1, num_examples // global_batch_size)

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from clu import metric_writers, metrics, periodic_actions
 
-from clan_jax import checkpoints, convert, evaluation, input_pipeline, optim, sharding, steps
+from clan_jax import (checkpoints, convert, evaluation, input_pipeline, optim, sharding, steps,
+                      visualize)
 from clan_jax.config_checks import validate_config
 from clan_jax.errors import ConfigError, UserError
 from clan_jax.models import create_model
@@ -259,10 +260,11 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
     logging.info('resuming from the checkpoint at step %d', latest)
   _write_run_files(run)
   train_fn, eval_fn = compile_steps(run, tx, schedules)
+  figures = visualize.training_figures(run)
   writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_main_process)
   signals = _Signals()
   try:
-    state, results = _train_loop(run, state, train_fn, eval_fn, ckpt, writer, signals)
+    state, results = _train_loop(run, state, train_fn, eval_fn, ckpt, writer, signals, figures)
     if signals.received:
       return {}
     if results is None:  # Already trained to the end: evaluate the restored state.
@@ -276,8 +278,10 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
     writer.flush()
 
 
-def _train_loop(run: Run, state: TrainState, train_fn, eval_fn, ckpt, writer, signals):
-  """Steps from state.step to the end; returns the state and the final eval (or None)."""
+def _train_loop(run: Run, state: TrainState, train_fn, eval_fn, ckpt, writer, signals,
+                figures=None):
+  """Steps from state.step to the end; returns the state and the final eval (or None).
+  `figures` (visualize.AttentionFigures or None) go to TensorBoard at each evaluation."""
   config = run.config
   start_step = int(state.step)
   logging.info('training %s on %s: %d steps (%d per epoch), global batch %d, %d devices, '
@@ -315,6 +319,8 @@ def _train_loop(run: Run, state: TrainState, train_fn, eval_fn, ckpt, writer, si
       evaluated = run_evaluation(run, eval_fn, state.variables, 'final' if final else 'latest',
                                  step)
       writer.write_scalars(step, eval_scalars(evaluated))
+      if figures is not None:
+        figures.write_images(writer, state.variables, step)
     if evaluated or step % config.checkpoint_every_steps == 0 or signals.received:
       _check_finite(*pending, ckpt)
       top1 = None if evaluated is None else {'top1': evaluated['fused']['top1']}
@@ -363,12 +369,15 @@ def _finish(run: Run, results: dict) -> None:
           'checkpoints/, TensorBoard events', flush=True)
 
 
-def evaluate(config: Any, workdir: str, checkpoint: str = 'latest') -> dict:
-  """Evaluates the latest or best checkpoint of workdir, or init.torch_checkpoint, and
-  writes eval_results.json."""
+def check_checkpoint_choice(checkpoint: str) -> None:
   if checkpoint not in ('latest', 'best'):
     raise ConfigError(f'--checkpoint={checkpoint!r} is invalid; allowed: latest, best.')
-  run = setup_run(config, workdir, train=False)
+
+
+def load_variables(run: Run, checkpoint: str) -> tuple[dict, str, int]:
+  """The variables of init.torch_checkpoint, or of the latest or best checkpoint of the
+  workdir, replicated over the mesh; with their source ('torch', 'latest', 'best') and step."""
+  config = run.config
   if config.init.torch_checkpoint:
     arrays = convert.load_torch_checkpoint(
         config.init.torch_checkpoint, [g for g in config.init.allowed_globals.split(',') if g])
@@ -385,7 +394,15 @@ def evaluate(config: Any, workdir: str, checkpoint: str = 'latest') -> dict:
     variables = ckpt.restore(step, abstract).variables
     ckpt.close()
     source = checkpoint
-  variables = jax.device_put(variables, sharding.replicated_sharding(run.mesh))
+  return jax.device_put(variables, sharding.replicated_sharding(run.mesh)), source, int(step)
+
+
+def evaluate(config: Any, workdir: str, checkpoint: str = 'latest') -> dict:
+  """Evaluates the latest or best checkpoint of workdir, or init.torch_checkpoint, and
+  writes eval_results.json."""
+  check_checkpoint_choice(checkpoint)
+  run = setup_run(config, workdir, train=False)
+  variables, source, step = load_variables(run, checkpoint)
   eval_fn = compile_eval_step(run)
   _write_run_files(run)
   writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_main_process)

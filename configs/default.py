@@ -84,6 +84,16 @@ def get_optimizer_config() -> ml_collections.ConfigDict:
   return optimizer
 
 
+def get_visualize_config() -> ml_collections.ConfigDict:
+  """Attention figures (docs/VISUALIZE.md): --mode=visualize and TensorBoard in training."""
+  visualize = ml_collections.ConfigDict()
+  visualize.num_images = 8  # The first N images of the eval split, one figure each.
+  # The mid-level position whose CLCA row is shown, as a fraction (row, col) of the mid map.
+  visualize.query_position = (0.5, 0.5)
+  visualize.every_eval = True  # Also write the figures to TensorBoard at each evaluation.
+  return visualize
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model = get_model_config()
@@ -104,4 +114,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.init.torch_backbone_only = True  # False: the file is a whole model of this config.
   config.init.checkpoint = ''  # A variables checkpoint written by clan_jax.convert.
   config.init.allowed_globals = ''  # Comma-separated globals to allow in a trusted .pth.
+  config.visualize = get_visualize_config()
   return config

@@ -99,3 +99,54 @@ def small_synthetic(tmp_path_factory):
       name='synthetic', data_dir=str(tmp_path_factory.mktemp('synthetic')), resize_size=72,
       crop_size=64, **{'synthetic.num_classes': 4, 'synthetic.image_size': 64,
                        'synthetic.train_per_class': 6, 'synthetic.test_per_class': 3})
+
+
+TINY_CLAN_CONFIG = '''
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model.update(depth=18, clca_dim=16, head_dim=16)
+  config.dataset.update(name='synthetic', data_dir={data_dir!r}, resize_size=72, crop_size=64,
+                        cache=True)
+  config.dataset.synthetic.update(num_classes=4, image_size=64, train_per_class=8,
+                                  test_per_class=3)
+  config.update(batch_size=8, num_train_steps=4, log_every_steps=2, eval_every_steps=2,
+                checkpoint_every_steps=2)
+  config.optimizer.update(learning_rate=0.02, backbone_learning_rate=0.02, warmup_epochs=1.0)
+  config.visualize.num_images = 2
+  return config
+'''
+
+
+def cli_environment(base: pathlib.Path) -> dict:
+  """Subprocess environment: CPU, this checkout first, a compilation cache shared by runs."""
+  import os
+
+  return {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': str(REPO_ROOT),
+          'JAX_COMPILATION_CACHE_DIR': str(base / 'jax_cache'),
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '-1'}
+
+
+@pytest.fixture(scope='session')
+def trained_synthetic_workdir(tmp_path_factory) -> pathlib.Path:
+  """A workdir trained once by main.py: a tiny CLAN-R18 (64 px) on a 4-class synthetic dataset,
+  4 steps, evaluated at steps 2 and 4 (with TensorBoard figures of 2 images); training wrote
+  config.json, classes.json, checkpoints/ and eval_results.json. The config file it was
+  trained with is workdir/tiny_config.py; runs of main.py on it should use
+  cli_environment(workdir.parent), which shares its compilation cache."""
+  import subprocess
+  import sys
+
+  base = tmp_path_factory.mktemp('trained_synthetic')
+  workdir = base / 'workdir'
+  workdir.mkdir()
+  config = workdir / 'tiny_config.py'
+  config.write_text(TINY_CLAN_CONFIG.format(data_dir=str(base / 'data')))
+  result = subprocess.run([sys.executable, 'main.py', f'--config={config}',
+                           f'--workdir={workdir}'], cwd=REPO_ROOT, env=cli_environment(base),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-4000:]
+  return workdir

@@ -126,3 +126,20 @@ def test_aircraft_label_level_is_checked():
   dataset.aircraft_label = 'model'
   with pytest.raises(ConfigError, match="allowed values: 'variant', 'family', 'manufacturer'"):
     validate_dataset_config(dataset)
+
+
+@pytest.mark.parametrize('field, value, expected', [
+    ('num_images', 0, 'visualize.num_images=0 is invalid; it must be a positive integer'),
+    ('query_position', (0.5,), 'visualize.query_position=(0.5,) is invalid; it must be (row, col)'),
+    ('query_position', (0.5, 1.5), 'visualize.query_position=(0.5, 1.5) is invalid'),
+    ('every_eval', 'yes', "visualize.every_eval='yes' is invalid; it must be True or False"),
+])
+def test_invalid_visualize_values_name_the_field(field, value, expected):
+  from clan_jax.config_checks import validate_visualize_config
+
+  visualize = types.SimpleNamespace(**default.get_visualize_config().to_dict())
+  validate_visualize_config(visualize)
+  setattr(visualize, field, value)
+  with pytest.raises(ConfigError) as error:
+    validate_visualize_config(visualize)
+  assert expected in str(error.value)

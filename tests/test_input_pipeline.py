@@ -144,3 +144,15 @@ def test_normalize_on_device_matches_numpy():
   images = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), np.uint8)
   on_device = jax.jit(input_pipeline.normalize_on_device)(images)
   np.testing.assert_allclose(on_device, preprocess.normalize(images), rtol=1e-6)
+
+
+@pytest.mark.parametrize('cache', [False, True])
+def test_eval_examples_are_the_first_of_the_eval_stream(small_synthetic, cache):
+  config = dataset_config(small_synthetic, cache=cache)
+  data = input_pipeline.load_split(config, 'test')  # 12 examples.
+  first = next(input_pipeline.eval_dataset(data, config, global_batch_size=4).as_numpy_iterator())
+  examples = input_pipeline.eval_examples(data, config, 3)
+  assert examples['image'].dtype == np.uint8 and examples['image'].shape == (3, 64, 64, 3)
+  np.testing.assert_array_equal(examples['image'], first['image'][:3])
+  np.testing.assert_array_equal(examples['label'], first['label'][:3])
+  assert len(input_pipeline.eval_examples(data, config, 50)['label']) == 12

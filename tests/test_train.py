@@ -30,6 +30,7 @@ def get_config():
   config.update(batch_size=8, num_train_steps=12, log_every_steps=4, eval_every_steps=8,
                 checkpoint_every_steps=4, keep_checkpoints=2)
   config.optimizer.update(learning_rate=0.02, backbone_learning_rate=0.02, warmup_epochs=1.0)
+  config.visualize.every_eval = False  # TensorBoard figures: tests/test_visualize.py.
   return config
 '''
 

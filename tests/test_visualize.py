@@ -1,0 +1,170 @@
+"""clan_jax.visualize: figure functions on synthetic maps, --mode=visualize, TensorBoard images.
+
+The synthetic outputs have the shapes of the model's (tests/test_clan.py checks those); the
+real model's outputs go through the figures in the command-line test. The last tests share
+the session's `trained_synthetic_workdir` (a tiny CLAN-R18 trained by main.py, 64-px
+images: mid maps 8x8 (layer2) and 4x4 (layer3), top map 2x2).
+"""
+
+import glob
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from clan_jax import visualize
+from clan_jax.errors import UserError
+from conftest import REPO_ROOT, cli_environment
+from configs import default
+
+MIDS = ('layer2', 'layer3')
+SIZE = 64  # Image size: layer2 8x8, layer3 4x4, top 2x2.
+
+
+def _hot(shape, cell):
+  values = np.zeros(shape, np.float32)
+  values[cell] = 1.0
+  return values
+
+
+def _hot_block(map_shape, cell, size=SIZE):
+  """Pixels of the image that map cell `cell` covers."""
+  block = np.zeros((size, size), bool)
+  h, w = size // map_shape[0], size // map_shape[1]
+  block[cell[0] * h:(cell[0] + 1) * h, cell[1] * w:(cell[1] + 1) * w] = True
+  return block
+
+
+def _assert_hot_exactly(pixels, block):
+  """In the 'jet' overlay a high value is red, a low one blue."""
+  redness = pixels[..., 0].astype(int) - pixels[..., 2].astype(int)
+  assert redness[block].min() > redness[~block].max()
+
+
+def _grey_image():
+  return np.full((SIZE, SIZE, 3), 128, np.uint8)
+
+
+def test_positions_and_nearest_upsampling():
+  assert visualize.stage_stride('layer2') == 8 and visualize.stage_stride('layer4') == 32
+  assert visualize.query_cell((0.5, 0.5), (8, 8)) == (4, 4)
+  assert visualize.query_cell((0.0, 1.0), (4, 4)) == (0, 3)  # 1.0 is the last cell.
+  assert visualize.cell_centre((0, 3), (4, 4), (64, 64)) == (55.5, 7.5)
+  up = visualize.upsample_nearest(np.arange(4.0).reshape(2, 2), (4, 6))
+  np.testing.assert_array_equal(up, [[0, 0, 0, 1, 1, 1]] * 2 + [[2, 2, 2, 3, 3, 3]] * 2)
+
+
+def test_a_hot_cell_shows_in_its_block_of_the_overlay():
+  pixels = visualize.overlay(_grey_image(), _hot((4, 4), (1, 2)))
+  assert pixels.shape == (SIZE, SIZE, 3) and pixels.dtype == np.uint8
+  _assert_hot_exactly(pixels, _hot_block((4, 4), (1, 2)))
+  flat = visualize.overlay(_grey_image(), np.full((4, 4), 0.3))  # Constant: no hot spot.
+  assert len(np.unique(flat.reshape(-1, 3), axis=0)) == 1
+
+
+def _cross_attention_outputs(batch=2, heads=2, query=(4, 4), hot_top=(0, 1)):
+  """Random attention, except that layer2's query row looks only at top cell `hot_top`."""
+  rng = np.random.default_rng(0)
+  attention = {}
+  for name, side in (('layer2', 8), ('layer3', 4)):
+    a = rng.random((batch, heads, side * side, 4)) * 0.1
+    attention[name] = a / a.sum(-1, keepdims=True)
+  attention['layer2'][:, :, query[0] * 8 + query[1], :] = _hot((2, 2), hot_top).reshape(4)
+  clsa = {'layer2': _hot((batch, 8, 8, 1), (slice(None), 6, 1)),
+          'layer3': _hot((batch, 4, 4, 1), (slice(None), 0, 0)),
+          'fused': _hot((batch, 2, 2, 1), (slice(None), 1, 1))}
+  return {'logits': np.eye(4)[[2, 3][:batch]], 'clsa': clsa, 'clca': attention}
+
+
+def test_cross_attention_panels_titles_markers_and_hot_spots():
+  outputs = _cross_attention_outputs()
+  clca = {n: visualize.clca_row(a, 4 * 8 + 4 if n == 'layer2' else 2 * 4 + 2)[0]
+          for n, a in outputs['clca'].items()}
+  clsa = {n: m[0] for n, m in outputs['clsa'].items()}
+  panels = visualize.example_panels(_grey_image(), clsa, clca, MIDS, (0.5, 0.5))
+  assert [p.title.split('\n')[0] for p in panels] == [
+      'input', 'CLSA layer2', 'CLSA layer3', 'CLSA fused', 'CLCA layer2 row at (4, 4)',
+      'CLCA layer3 row at (2, 2)']
+  assert panels[1].title.split('\n')[1] == '0..1'  # The panel's value range.
+  # The query's cell centre, on its mid map's CLSA and CLCA panels.
+  assert [p.marker for p in panels] == [None, (35.5, 35.5), (39.5, 39.5), None, (35.5, 35.5),
+                                        (39.5, 39.5)]
+  _assert_hot_exactly(panels[1].pixels, _hot_block((8, 8), (6, 1)))
+  _assert_hot_exactly(panels[2].pixels, _hot_block((4, 4), (0, 0)))
+  _assert_hot_exactly(panels[3].pixels, _hot_block((2, 2), (1, 1)))
+  _assert_hot_exactly(panels[4].pixels, _hot_block((2, 2), (0, 1)))  # The query's row.
+
+
+def test_figures_from_the_full_attention_are_one_fixed_size_image_each():
+  outputs = _cross_attention_outputs()
+  images = np.stack([_grey_image()] * 2)
+  figures = visualize.attention_figures(images, np.array([2, 0]), outputs,
+                                        ['a', 'b', 'c', 'd'], MIDS, (0.5, 0.5))
+  width = round(6 * visualize.PANEL_INCHES * visualize.DPI)
+  assert [f.shape for f in figures] == [(figures[0].shape[0], width, 3)] * 2
+  assert all(f.dtype == np.uint8 for f in figures) and not np.array_equal(*figures)
+
+
+def test_global_context_panels_show_the_pooling_weights_without_a_query():
+  weights = {'layer2': _hot((4,), 3), 'layer3': _hot((4,), 0)}  # Top cells (1, 1), (0, 0).
+  clsa = {n: m[0] for n, m in _cross_attention_outputs()['clsa'].items()}
+  panels = visualize.example_panels(_grey_image(), clsa, weights, MIDS, (0.5, 0.5),
+                                    clca_kind='global_context')
+  assert [p.title.split('\n')[0] for p in panels][-2:] == ['CLCA layer2 pooling weights',
+                                                           'CLCA layer3 pooling weights']
+  assert all(p.marker is None for p in panels)
+  _assert_hot_exactly(panels[4].pixels, _hot_block((2, 2), (1, 1)))
+  _assert_hot_exactly(panels[5].pixels, _hot_block((2, 2), (0, 0)))
+  figure = visualize.attention_figures(
+      _grey_image()[None], np.array([0]), {'logits': np.zeros((1, 4)), 'clca': {
+          n: w[None] for n, w in weights.items()}}, 'abcd', MIDS, (0.5, 0.5),
+      clca_kind='global_context')[0]
+  assert figure.shape[1] == round(3 * visualize.PANEL_INCHES * visualize.DPI)  # No CLSA.
+
+
+def test_models_without_attention_maps_are_a_clear_error(tmp_path):
+  config = default.get_config()
+  config.model.name = 'resnet'
+  with pytest.raises(UserError, match="model.name='resnet' has no attention maps"):
+    visualize.visualize(config, str(tmp_path))
+  config.model.update(name='clan', use_clsa=False, use_clca=False)
+  with pytest.raises(UserError, match='use_clsa and model.use_clca are both False'):
+    visualize.visualize(config, str(tmp_path))
+  run = types.SimpleNamespace(config=config)
+  assert visualize.training_figures(run) is None  # Training goes on without figures.
+
+
+def test_visualize_mode_writes_one_png_per_image(trained_synthetic_workdir):
+  from PIL import Image
+
+  workdir = trained_synthetic_workdir
+  result = subprocess.run(
+      [sys.executable, 'main.py', f'--config={workdir / "tiny_config.py"}',
+       f'--workdir={workdir}', '--mode=visualize'], cwd=REPO_ROOT,
+      env=cli_environment(workdir.parent), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-4000:]
+  directory = workdir / 'visualizations' / 'step_4'  # The latest checkpoint.
+  assert sorted(os.listdir(directory)) == ['image_0.png', 'image_1.png']
+  assert str(directory) in result.stdout
+  with Image.open(directory / 'image_0.png') as image:
+    assert image.mode == 'RGB' and image.width == round(6 * visualize.PANEL_INCHES *
+                                                        visualize.DPI)
+
+
+def test_training_writes_the_figures_to_tensorboard_at_each_evaluation(
+    trained_synthetic_workdir):
+  import tensorflow as tf
+
+  steps, sizes = {}, set()
+  for path in glob.glob(str(trained_synthetic_workdir / 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == 'images':
+          steps.setdefault(value.tag, set()).add(event.step)
+          width, height = tf.make_ndarray(value.tensor)[:2]  # Then the PNG bytes.
+          sizes.add((int(width), int(height)))
+  assert steps == {'attention/image_0': {2, 4}, 'attention/image_1': {2, 4}}
+  assert len(sizes) == 1 and sizes.pop()[0] == round(6 * visualize.PANEL_INCHES * visualize.DPI)
