@@ -10,12 +10,16 @@ writes workdir/eval_results.json; --mode=visualize draws the attention maps of t
 checkpoint over the first eval images into workdir/visualizations/ (docs/VISUALIZE.md).
 Invalid flags or config values, and missing dataset files, end with one message and exit
 status 2 before anything compiles.
+
+Several processes (hosts) run the same command with --distributed (SLURM, Open MPI, Cloud
+TPU: detected) or with --coordinator_address, --num_processes and --process_id
+(clan_jax/distributed.py; docs/TRAINING.md).
 """
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from clan_jax import cli
+from clan_jax import cli, distributed
 
 config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
                                 lock_config=True)
@@ -24,16 +28,28 @@ flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'visualize'],
                   'Train (and evaluate), only evaluate, or draw the attention maps.')
 flags.DEFINE_enum('checkpoint', 'latest', ['latest', 'best'],
                   'With --mode=eval or visualize: which checkpoint of --workdir to use.')
+flags.DEFINE_bool('distributed', False,
+                  'Join a job of several processes, reading it from the environment: '
+                  f'{distributed.DETECTED}. Flags below override what is read.')
+flags.DEFINE_string('coordinator_address', '',
+                    'HOST:PORT of process 0, which the other processes connect to.')
+flags.DEFINE_integer('num_processes', None, 'Processes in the job (with --coordinator_address).')
+flags.DEFINE_integer('process_id', None, "This process's id, 0 to num_processes - 1.")
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  launch = distributed.launch_from_flags(FLAGS.distributed, FLAGS.coordinator_address,
+                                         FLAGS.num_processes, FLAGS.process_id)
   config = cli.load_config_flag(FLAGS.config)
+  logging.set_verbosity(logging.INFO)
+  distributed.initialize(launch)  # Before anything creates a JAX backend.
   from clan_jax import train  # After validation: importing TF, JAX and clu takes seconds.
 
-  logging.set_verbosity(logging.INFO)
+  if not distributed.is_main_process():  # Process 0 reports progress; the others, problems.
+    logging.set_verbosity(logging.WARNING)
   cli.quiet_library_logs()
   if FLAGS.mode == 'train':
     train.train_and_evaluate(config, FLAGS.workdir)

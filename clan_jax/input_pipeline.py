@@ -59,11 +59,18 @@ def normalize_on_device(images):
   return preprocess.normalize(images)
 
 
-def load_split(dataset_config: Any, split: str, builder=None) -> SplitData:
-  """Reads a split into memory, building the dataset first if it is not built yet."""
+def load_split(dataset_config: Any, split: str, builder=None, build: bool = True) -> SplitData:
+  """Reads a split into memory, building the dataset first if it is not built yet (or, with
+  build=False, e.g. in a job of several processes, raising a ConfigError that says how)."""
   from clan_jax import datasets
 
   builder = builder or datasets.get_builder(dataset_config)
+  if not builder.is_prepared() and not build:
+    raise ConfigError(
+        f'{builder.TITLE} is not built in {builder.data_dir}, and several processes must not '
+        'build it at once: build it first with `python -m clan_jax.datasets.prepare '
+        '--config=<this config> [--config.dataset.KEY=VALUE ...]`, once on storage that every '
+        'host reads or on every host.')
   if not builder.is_prepared():
     logging.info('building %s once under %s', builder.TITLE, builder.data_dir)
     logging.info('%s', datasets.prepare(dataset_config, builder=builder).format())

@@ -4,7 +4,9 @@ One jitted train step and one eval step over a Mesh: the batch is sharded over '
 state replicated (and donated). Everything that can fail because of the user's input
 (config values, missing dataset files, checkpoints that do not fit) fails before anything
 compiles. Resumption is exact: the state is restored bit for bit and the input pipeline
-restarts at the same stream position (docs/TRAINING.md).
+restarts at the same stream position (docs/TRAINING.md). Several processes (started by
+main.py's flags, clan_jax/distributed.py) run the same loop in lockstep: each feeds its slice
+of every batch, all checkpoint together, process 0 writes the run's other files.
 """
 
 import dataclasses
@@ -20,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from clu import metric_writers, metrics, periodic_actions
+from jax.experimental import multihost_utils
 
-from clan_jax import (checkpoints, convert, evaluation, input_pipeline, optim, sharding, steps,
-                      visualize)
+from clan_jax import (checkpoints, convert, distributed, evaluation, input_pipeline, optim,
+                      sharding, steps, visualize)
 from clan_jax.config_checks import validate_config
 from clan_jax.errors import ConfigError, UserError
 from clan_jax.models import create_model
@@ -56,7 +59,8 @@ class Run:
 
   @property
   def is_main_process(self) -> bool:
-    return jax.process_index() == 0
+    """Process 0 writes the run's files, metrics and results; every process checkpoints."""
+    return distributed.is_main_process()
 
 
 def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
@@ -64,12 +68,16 @@ def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
   validate_config(config)
   if not workdir:
     raise ConfigError('--workdir is required: the folder for checkpoints, metrics and results.')
+  distributed.check_runtime()
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   sharding.check_batch_size(config.eval_batch_size or config.batch_size, mesh)
   dataset = config.dataset
-  eval_data = input_pipeline.load_split(dataset, dataset.eval_split)
-  train_data = input_pipeline.load_split(dataset, dataset.train_split) if train else None
+  # Several processes building one dataset at once would race on shared storage.
+  build = jax.process_count() == 1
+  eval_data = input_pipeline.load_split(dataset, dataset.eval_split, build=build)
+  train_data = (input_pipeline.load_split(dataset, dataset.train_split, build=build)
+                if train else None)
   class_names = eval_data.class_names
   if dataset.num_classes and dataset.num_classes != len(class_names):
     raise ConfigError(f'dataset.num_classes={dataset.num_classes} but the dataset has '
@@ -208,17 +216,31 @@ def _write_run_files(run: Run) -> None:
 
 
 class _Signals:
-  """SIGTERM (and SIGINT) ask the loop to checkpoint and stop at the next step."""
+  """SIGTERM (and SIGINT) ask the loop to checkpoint and stop.
+
+  One process stops at the next step. Several processes must stop at the same step (each
+  step and the checkpoint are collective), so there SIGTERM, sent to any or all of them, goes
+  through JAX's preemption service (started by jax.distributed.initialize), which agrees on
+  the step; SIGINT then keeps Python's default: an interrupt without a checkpoint.
+  """
 
   def __init__(self):
     self.received = None
     self._previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    self._agreed = jax.process_count() > 1
+    # A Python handler would replace the preemption service's own SIGTERM handler.
+    for sig in () if self._agreed else (signal.SIGTERM, signal.SIGINT):
       self._previous[sig] = signal.signal(sig, self._handle)
 
   def _handle(self, signum, frame):
     del frame
     self.received = signal.Signals(signum).name
+
+  def stop_at(self, step: int) -> bool:
+    """Whether to checkpoint and stop after `step`; call it once at every step."""
+    if self._agreed and multihost_utils.reached_preemption_sync_point(step):
+      self.received = 'SIGTERM'
+    return self.received is not None
 
   def restore(self):
     for sig, handler in self._previous.items():
@@ -321,7 +343,8 @@ def _train_loop(run: Run, state: TrainState, train_fn, eval_fn, ckpt, writer, si
       writer.write_scalars(step, eval_scalars(evaluated))
       if figures is not None:
         figures.write_images(writer, state.variables, step)
-    if evaluated or step % config.checkpoint_every_steps == 0 or signals.received:
+    stop = signals.stop_at(step)
+    if evaluated or step % config.checkpoint_every_steps == 0 or stop:
       _check_finite(*pending, ckpt)
       top1 = None if evaluated is None else {'top1': evaluated['fused']['top1']}
       meta = {'step': step, 'eval': top1 and {'split': config.dataset.eval_split, **top1}}
@@ -330,7 +353,7 @@ def _train_loop(run: Run, state: TrainState, train_fn, eval_fn, ckpt, writer, si
       tick, since_log = time.time(), 0  # Evaluation time is not training throughput.
     if final:
       results = evaluated
-    if signals.received:
+    if stop:
       ckpt.wait()
       logging.warning('%s received: checkpoint saved at step %d in %s', signals.received, step,
                       ckpt.directory)

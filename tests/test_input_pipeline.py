@@ -138,6 +138,14 @@ def test_unknown_split_is_a_clear_error(small_synthetic):
     input_pipeline.load_split(small_synthetic, 'validation')
 
 
+def test_a_dataset_that_must_not_be_built_here_is_a_clear_error(small_synthetic, tmp_path):
+  # Jobs of several processes load with build=False: they must not build it concurrently.
+  unbuilt = dataset_config(small_synthetic, data_dir=str(tmp_path))
+  with pytest.raises(ConfigError, match='is not built in .* clan_jax.datasets.prepare'):
+    input_pipeline.load_split(unbuilt, 'train', build=False)
+  assert not list(tmp_path.iterdir())
+
+
 def test_normalize_on_device_matches_numpy():
   import jax
 
