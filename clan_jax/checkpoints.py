@@ -1,5 +1,6 @@
 """Checkpoints on disk: variables-only ones ({'params', 'batch_stats'}, written by
-clan_jax.convert) and the training run's state checkpoints (TrainCheckpoints).
+clan_jax.convert), the training run's state checkpoints (TrainCheckpoints) and a read-only
+reader of the latter's variables for inference (TrainCheckpointReader).
 
 Orbax writes to a temporary directory and renames it when complete, so a failed or
 interrupted save never leaves a half-written checkpoint under the final name, and an
@@ -76,8 +77,7 @@ class TrainCheckpoints:
 
   def best_step(self) -> int | None:
     """The evaluated step with the highest top-1 (None if no checkpoint was evaluated)."""
-    scored = [step for step in self.manager.all_steps() if self.manager.metrics(step)]
-    return self.manager.best_step() if scored else None
+    return _best_step(self.manager)
 
   def meta(self, step: int) -> dict:
     ocp = self._ocp
@@ -109,6 +109,66 @@ class TrainCheckpoints:
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def _best_step(manager) -> int | None:
+  scored = [step for step in manager.all_steps() if manager.metrics(step)]
+  return manager.best_step() if scored else None
+
+
+class TrainCheckpointReader:
+  """Reads a training run's checkpoints for inference, changing nothing on disk.
+
+  Unlike TrainCheckpoints it creates no directory and removes no temporary checkpoint, so
+  it is safe on the workdir of a run that is still training; and it reads only the
+  variables ({'params', 'batch_stats'}), not the optimizer state, so neither the optimizer
+  config nor its memory is needed.
+  """
+
+  def __init__(self, directory: str | os.PathLike):
+    import orbax.checkpoint as ocp
+
+    self._ocp = ocp
+    self.directory = os.path.abspath(os.fspath(directory))
+    if not os.path.isdir(self.directory):
+      raise CheckpointError(f'{self.directory}: no such checkpoint directory; train first '
+                            '(python main.py --config=... --workdir=...).')
+    options = ocp.CheckpointManagerOptions(read_only=True, best_fn=lambda m: m['top1'],
+                                           best_mode='max')
+    # PyTreeCheckpointHandler reads what StandardCheckpointHandler wrote, and restores a part.
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The evaluated step with the highest top-1 (None if no checkpoint was evaluated)."""
+    return _best_step(self.manager)
+
+  def restore_variables(self, step: int, target: dict) -> dict:
+    """{'params', 'batch_stats'} of the state at `step`, laid out like `target` (abstract
+    arrays with shardings); CheckpointError naming every mismatch if they do not fit."""
+    ocp = self._ocp
+    saved = self.manager.item_metadata(step)['state']
+    mismatches = []
+    for collection in ('params', 'batch_stats'):
+      mismatches += state_mismatches(saved.get(collection, {}), target[collection],
+                                     prefix=collection)
+    if mismatches:
+      raise CheckpointError(
+          f'the checkpoint at {self.directory}/{step} does not fit the configuration:\n  '
+          + '\n  '.join(mismatches) + '\nUse the config it was trained with (config.json '
+          'beside it).')
+    target = {collection: target[collection] for collection in ('params', 'batch_stats')}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    return dict(self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=restore_args, partial_restore=True)))['state'])
 
   def close(self) -> None:
     self.manager.close()

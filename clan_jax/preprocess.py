@@ -58,6 +58,9 @@ def normalize_encoded_image(data: bytes, name: str = 'image') -> bytes:
       buffer = io.BytesIO()
       image.convert('RGB').save(buffer, format='PNG')
       return buffer.getvalue()
+  except Image.UnidentifiedImageError:  # Its own message names a BytesIO object, not the file.
+    raise UndecodableImageError(f'{name}: cannot be decoded as an image (not an image file, '
+                                'or a format Pillow does not read).') from None
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     raise UndecodableImageError(f'{name}: cannot be decoded as an image ({e}).') from None
 

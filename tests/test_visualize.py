@@ -17,7 +17,8 @@ import pytest
 
 from clan_jax import visualize
 from clan_jax.errors import UserError
-from conftest import REPO_ROOT, cli_environment
+from conftest import (REPO_ROOT, TRAINED_SYNTHETIC_EVAL_STEPS, TRAINED_SYNTHETIC_STEPS,
+                      cli_environment)
 from configs import default
 
 MIDS = ('layer2', 'layer3')
@@ -146,7 +147,7 @@ def test_visualize_mode_writes_one_png_per_image(trained_synthetic_workdir):
        f'--workdir={workdir}', '--mode=visualize'], cwd=REPO_ROOT,
       env=cli_environment(workdir.parent), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-4000:]
-  directory = workdir / 'visualizations' / 'step_4'  # The latest checkpoint.
+  directory = workdir / 'visualizations' / f'step_{TRAINED_SYNTHETIC_STEPS}'  # The latest.
   assert sorted(os.listdir(directory)) == ['image_0.png', 'image_1.png']
   assert str(directory) in result.stdout
   with Image.open(directory / 'image_0.png') as image:
@@ -166,5 +167,6 @@ def test_training_writes_the_figures_to_tensorboard_at_each_evaluation(
           steps.setdefault(value.tag, set()).add(event.step)
           width, height = tf.make_ndarray(value.tensor)[:2]  # Then the PNG bytes.
           sizes.add((int(width), int(height)))
-  assert steps == {'attention/image_0': {2, 4}, 'attention/image_1': {2, 4}}
+  evaluated = set(TRAINED_SYNTHETIC_EVAL_STEPS)
+  assert steps == {'attention/image_0': evaluated, 'attention/image_1': evaluated}
   assert len(sizes) == 1 and sizes.pop()[0] == round(6 * visualize.PANEL_INCHES * visualize.DPI)
