@@ -7,7 +7,8 @@ PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info
 STAMP := $(VENV)/.installed-py$(PY_VERSION)
 REQUIREMENTS := requirements.txt requirements-torch.txt requirements-test.txt constraints.txt \
 	pyproject.toml
-PYTEST_ARGS ?= -n 2
+# loadgroup: the tests of one xdist_group (a shared trained model) run on one worker.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: demo test venv clean
 

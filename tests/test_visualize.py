@@ -24,6 +24,10 @@ from configs import default
 MIDS = ('layer2', 'layer3')
 SIZE = 64  # Image size: layer2 8x8, layer3 4x4, top 2x2.
 
+# With predict's tests on one pytest-xdist worker (make test: --dist loadgroup), so that the
+# shared trained workdir is built once while the other worker runs other tests.
+pytestmark = pytest.mark.xdist_group('trained_synthetic')
+
 
 def _hot(shape, cell):
   values = np.zeros(shape, np.float32)
