@@ -107,9 +107,9 @@ def user_overrides(argv: Sequence[str]) -> list[str]:
     i += 1
   for flag in found:
     if override_key(flag) in CONTROLLED_FIELDS:
-      raise UserError(f'{flag.split("=", 1)[0]} is set by the ablation itself (the variants set '
-                      f'model.name, use_clca and use_clsa; --seeds sets {", ".join(SEED_FIELDS)}); '
-                      'remove it.')
+      raise UserError(f'{flag.split("=", 1)[0]} is set by the ablation itself (the variants '
+                      'set model.name, use_clca and use_clsa; --seeds sets '
+                      f'{", ".join(SEED_FIELDS)}); remove it.')
   return found
 
 
@@ -237,10 +237,10 @@ def _progress(message: str) -> None:
 
 def _eta(walls: Sequence[float], remaining: int) -> str:
   if not remaining:
-    return 'none left'
+    return 'no runs left'
   if not walls:
     return 'ETA after the first run'
-  return f'ETA {ablation_table.format_duration(sum(walls) / len(walls) * remaining)}'
+  return f'ETA {ablation_table.format_duration(sum(walls) / len(walls) * remaining)} for the rest'
 
 
 def _start_record(run: PlannedRun) -> dict:
@@ -279,24 +279,25 @@ def execute(runs: Sequence[PlannedRun], launcher: Callable = launch,
     log_path = os.path.join(run.workdir, LOG)
     record = _start_record(run)
     _progress(f'{name}: {"resuming" if record["resumed"] else "training"}, log {log_path} '
-              f'({_eta(this_session or walls, len(runs) - i + 1)} for the rest)')
+              f'({_eta(this_session or walls, len(runs) - i + 1)})')
     start = time.monotonic()
     returncode, signal_name = launcher(run.command, log_path)
     wall = time.monotonic() - start
-    if signal_name or (returncode == 0 and finished_result(run) is None):
+    result = finished_result(run)
+    if result is None and (signal_name or returncode == 0):
       return (f'{name} stopped{f" by {signal_name}" if signal_name else ""} before its end; '
               'its checkpoint is kept: run the same command to resume.')
-    if returncode != 0:
+    if result is None:
       raise RunFailed(f'{name} failed with exit status {returncode}: {run.shown_command}\n'
                       f'the last lines of {log_path}:\n{_log_tail(log_path)}', returncode)
     record['wall_s'] = wall
     _write_json(record, os.path.join(run.workdir, RECORD))
     this_session.append(wall)
-    result = finished_result(run)
     _progress(f'{name}: fused top-1 {result["top1"]:.4f} after {result["steps"]} steps in '
-              f'{ablation_table.format_duration(wall)} '
-              f'({_eta(this_session, len(runs) - i)} for the rest)')
+              f'{ablation_table.format_duration(wall)} ({_eta(this_session, len(runs) - i)})')
     on_result()
+    if signal_name:  # It came as the run ended: the run counts, the ablation stops.
+      return f'stopped by {signal_name} after {name}: run the same command to go on.'
   return None
 
 
@@ -321,6 +322,7 @@ def table_rows(runs: Sequence[PlannedRun], variants: Sequence[str]) -> list[dict
     results = [r for r in map(finished_result, mine) if r is not None]
     rows.append(ablation_table.summarize(variant, variant_overrides(variant), results,
                                          len(mine)))
+  ablation_table.add_paired_differences(rows)
   return rows
 
 

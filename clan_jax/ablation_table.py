@@ -41,6 +41,22 @@ def summarize(variant: str, overrides: Sequence[str], results: Sequence[Mapping[
   return row
 
 
+def add_paired_differences(rows: Sequence[dict]) -> None:
+  """Adds to each row its per-seed difference in fused top-1 to the first row (the reference).
+
+  A seed fixes the data order and the augmentation for every variant, so the per-seed
+  difference leaves out what the seeds share; its spread says whether a gap is noise.
+  """
+  reference = rows[0]
+  by_seed = {r['seed']: r['top1'] for r in reference['runs']}
+  for row in rows:
+    deltas = [r['top1'] - by_seed[r['seed']] for r in row['runs'] if r['seed'] in by_seed]
+    row['reference'] = reference['variant']
+    row['delta_vs_reference'] = deltas
+    if deltas:
+      row['delta_mean'], row['delta_std'] = mean_and_std(deltas)
+
+
 def format_duration(seconds: Optional[float]) -> str:
   if seconds is None:
     return '?'
@@ -63,6 +79,13 @@ def _per_seed_cell(row: Mapping[str, Any]) -> str:
   return ', '.join(f'{r["top1"]:.4f}' for r in row['runs']) or '-'
 
 
+def _delta_cell(row: Mapping[str, Any]) -> str:
+  deltas = row.get('delta_vs_reference')
+  if not deltas or row['variant'] == row['reference']:
+    return '-'
+  return f'{row["delta_mean"]:+.4f} ({", ".join(f"{d:+.4f}" for d in deltas)})'
+
+
 def render_markdown(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
   """The table with the command, the seeds' meaning and the machine above it."""
   finished = sum(len(r['runs']) for r in rows)
@@ -72,25 +95,28 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) 
       '',
       f'    {meta["command"]}',
       '',
-      f'Config `{meta["config"]}` with {" ".join(meta["overrides"]) or "no overrides"}; '
+      f'Config `{meta["config"]}` with '
+      f'{"`" + " ".join(meta["overrides"]) + "`" if meta["overrides"] else "no overrides"}; '
       f'seeds {", ".join(map(str, meta["seeds"]))} (each sets {", ".join(meta["seed_fields"])}); '
       f'the dataset is the same for every run ({meta["dataset"]}). '
       f'Finished runs: {finished} of {planned}. Written {meta["date"]} on {meta["machine"]}.',
       '',
       'Fused top-1 on the evaluation split: mean ± sample standard deviation (n - 1) over the '
-      'seeds, and each seed\'s value in seed order.',
+      f'seeds, each seed\'s value in seed order, and the difference to {rows[0]["variant"]} '
+      'with the same seed (mean, then per seed).',
       '',
-      '| variant | overrides | fused top-1 | per seed | top head top-1 (mean) | steps '
-      '| wall time per run (mean) |',
-      '|---|---|---|---|---|---|---|',
+      f'| variant | overrides | fused top-1 | per seed | vs {rows[0]["variant"]} (same seed) '
+      '| top head top-1 (mean) | steps | wall time per run (mean) |',
+      '|---|---|---|---|---|---|---|---|',
   ]
   for row in rows:
     top_head = row.get('top_head_top1_mean')
-    lines.append(
-        f'| {row["variant"]} | `{" ".join(row["overrides"])}` | {_mean_std_cell(row)} | '
-        f'{_per_seed_cell(row)} | {"-" if top_head is None else f"{top_head:.4f}"} | '
-        f'{", ".join(map(str, row.get("steps", []))) or "-"} | '
-        f'{format_duration(row.get("wall_s_mean")) if row["runs"] else "-"} |')
+    cells = [row['variant'], f'`{" ".join(row["overrides"])}`', _mean_std_cell(row),
+             _per_seed_cell(row), _delta_cell(row),
+             '-' if top_head is None else f'{top_head:.4f}',
+             ', '.join(map(str, row.get('steps', []))) or '-',
+             format_duration(row.get('wall_s_mean')) if row['runs'] else '-']
+    lines.append('| ' + ' | '.join(cells) + ' |')
   total = f'Total wall time of the runs: {format_duration(meta.get("total_wall_s"))}'
   if any(r.get('resumed') for row in rows for r in row['runs']):
     total += ' (a resumed run counts its last invocation only)'

@@ -19,14 +19,15 @@ def _plan(tmp_path, variants=ablation.DEFAULT_VARIANTS, seeds=(0, 1, 2)):
 class FakeLauncher:
   """Writes an eval_results.json as main.py would (top-1 from the command), or fails."""
 
-  def __init__(self, returncode=0, signal_name=None):
+  def __init__(self, returncode=0, signal_name=None, finish=None):
     self.commands, self.returncode, self.signal_name = [], returncode, signal_name
+    self.finish = (returncode == 0 and not signal_name) if finish is None else finish
 
   def __call__(self, command, log_path):
     self.commands.append(command)
     with open(log_path, 'a') as f:
       f.write('a line of the log\n')
-    if self.returncode == 0 and not self.signal_name:
+    if self.finish:
       workdir = next(a.split('=', 1)[1] for a in command if a.startswith('--workdir='))
       seed = int(next(a.split('=')[1] for a in command if a.startswith('--config.seed=')))
       _write_results(workdir, top1=0.5 + 0.1 * seed)
@@ -120,6 +121,14 @@ def test_a_stopped_run_ends_the_session_and_resumes_next_time(tmp_path):
   assert ablation.execute(runs, launcher) is None and len(launcher.commands) == 1
   record = json.loads((tmp_path / 'clan' / 'seed0' / 'ablation_run.json').read_text())
   assert record['resumed'] is True
+
+
+def test_a_signal_as_a_run_ends_keeps_the_run_and_stops(tmp_path):
+  runs = _plan(tmp_path, variants=['clan', 'resnet'], seeds=(0,))
+  launcher = FakeLauncher(signal_name='SIGINT', finish=True)
+  stopped = ablation.execute(runs, launcher)
+  assert stopped.startswith('stopped by SIGINT after 1/2 clan seed 0')
+  assert len(launcher.commands) == 1 and ablation.finished_result(runs[0])['wall_s'] >= 0
 
 
 def test_a_failed_run_raises_with_its_log(tmp_path):

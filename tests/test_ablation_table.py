@@ -49,12 +49,26 @@ def test_markdown_lists_every_variant_with_its_numbers():
           'seed_fields': ['config.seed', 'config.dataset.shuffle_seed'],
           'dataset': 'synthetic, dataset.synthetic.seed=0', 'date': '2026-11-27',
           'machine': 'Linux x86_64, 2 CPUs', 'total_wall_s': 300.0}
+  ablation_table.add_paired_differences(rows)
   text = ablation_table.render_markdown(rows, meta)
   std = math.sqrt(0.02)
-  assert f'| clan | `--config.model.use_clca=True` | 0.6000 ± {std:.4f} | 0.5000, 0.7000 |' in text
-  assert '| resnet | `--config.model.name=resnet` | 0.3000 | 0.3000 | - | 400 |' in text
+  assert (f'| clan | `--config.model.use_clca=True` | 0.6000 ± {std:.4f} | 0.5000, 0.7000 | - '
+          '| 0.5000 | 400 |') in text
+  assert ('| resnet | `--config.model.name=resnet` | 0.3000 | 0.3000 | -0.2000 (-0.2000) | - '
+          '| 400 |') in text
   assert 'Finished runs: 3 of 4' in text and meta['command'] in text
   assert 'Total wall time of the runs: 5 min 00 s (a resumed run' in text
+
+
+def test_paired_differences_are_per_seed_against_the_first_variant():
+  rows = [ablation_table.summarize('clan', [], [_result(0, 0.5), _result(1, 0.7)], 3),
+          ablation_table.summarize('no_clsa', [], [_result(0, 0.55), _result(1, 0.8),
+                                                   _result(2, 0.9)], 3)]
+  ablation_table.add_paired_differences(rows)
+  assert rows[0]['delta_vs_reference'] == [0.0, 0.0]
+  assert rows[1]['delta_vs_reference'] == pytest.approx([0.05, 0.1])  # Seed 2: no partner.
+  assert rows[1]['delta_mean'] == pytest.approx(0.075)
+  assert rows[1]['delta_std'] == pytest.approx(math.sqrt(2 * 0.025 ** 2))
 
 
 def test_format_duration():
