@@ -257,7 +257,7 @@ def stopped_step(stdout: str) -> int:
   return int(stdout.split('stopped by SIGTERM at step ')[1].split(';')[0])
 
 
-def test_both_processes_stop_at_the_same_step_and_resume(runs):
+def check_both_processes_stop_at_the_same_step_and_resume(runs):
   (out0, _), (out1, _) = runs['first']
   stopped = stopped_step(out0)
   assert stopped == stopped_step(out1), 'process 0 got no signal but stops with process 1'
@@ -266,7 +266,7 @@ def test_both_processes_stop_at_the_same_step_and_resume(runs):
   assert f'resuming from the checkpoint at step {stopped}' in err0
 
 
-def test_two_processes_train_like_one_process_with_as_many_devices(runs):
+def check_two_processes_train_like_one_process_with_as_many_devices(runs):
   initial = dict(np.load(runs['initial']))
   step, multi = final_state(runs['workdir'])
   reference_step, single = final_state(runs['reference'])
@@ -283,7 +283,7 @@ def test_two_processes_train_like_one_process_with_as_many_devices(runs):
   assert compared == len(initial) > 100 and worst <= 1e-6, worst
 
 
-def test_only_process_zero_writes_run_files_and_logs_progress(runs):
+def check_only_process_zero_writes_run_files_and_logs_progress(runs):
   workdir = runs['workdir']
   for (out0, err0), (out1, err1) in (runs['first'], runs['second']):
     assert 'WRITE' not in err1, [l for l in err1.splitlines() if l.startswith('WRITE')]
@@ -300,3 +300,11 @@ def test_only_process_zero_writes_run_files_and_logs_progress(runs):
   writers = {int(name.split('.')[-3]) for name in events}  # events.out.tfevents.TIME.HOST.PID.0.v2
   first0, first1, second0, second1 = runs['pids']
   assert events and writers <= {first0, second0}, (events, runs['pids'])
+
+
+def test_two_processes_stop_resume_match_one_process_and_only_process_zero_writes(runs):
+  """One test for the three checks: the launches are the costly part, and one test keeps
+  them on one pytest-xdist worker (a module fixture runs once per worker)."""
+  check_both_processes_stop_at_the_same_step_and_resume(runs)
+  check_two_processes_train_like_one_process_with_as_many_devices(runs)
+  check_only_process_zero_writes_run_files_and_logs_progress(runs)
