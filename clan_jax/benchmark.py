@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 import types
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from absl import app, flags
 
