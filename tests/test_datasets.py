@@ -148,6 +148,16 @@ def test_folder_dataset_classes_sorted_bad_files_skipped(tmp_path):
   assert datasets.get_builder(config).builder_config.name != builder.builder_config.name
 
 
+def test_a_leading_tilde_in_paths_is_the_home_folder(tmp_path, monkeypatch):
+  """`--root=~/birds` reaches the program with its '~' (the shell expands only a word's start)."""
+  write_folder(str(tmp_path / 'birds'))
+  monkeypatch.setenv('HOME', str(tmp_path))
+  config = dataset_config(name='folder', root='~/birds', data_dir='~/data', manual_dir='~/manual')
+  summary = datasets.prepare(config)
+  assert summary.path.startswith(str(tmp_path / 'data'))
+  assert datasets.get_builder(config).manual_dir == str(tmp_path / 'manual')
+
+
 def test_synthetic_builds_from_the_config(small_synthetic):
   summary = datasets.prepare(small_synthetic)
   assert summary.splits == {'train': 24, 'test': 12} and summary.num_classes == 4

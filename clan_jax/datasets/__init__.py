@@ -62,11 +62,13 @@ def default_data_dir() -> str:
 def get_builder(dataset_config: Any):
   """The TFDS builder of `dataset_config` (name, data_dir, manual_dir, root, synthetic)."""
   builder_class = _builder_class(dataset_config.name)
-  data_dir = dataset_config.data_dir or default_data_dir()
-  manual_dir = dataset_config.manual_dir or os.path.join(data_dir, 'downloads', 'manual')
+  # A shell leaves the '~' of `--flag=~/dir` alone: expand it here.
+  data_dir = os.path.expanduser(dataset_config.data_dir or default_data_dir())
+  manual_dir = os.path.expanduser(dataset_config.manual_dir or
+                                  os.path.join(data_dir, 'downloads', 'manual'))
   kwargs = {'data_dir': data_dir, 'manual_dir': manual_dir}
   if dataset_config.name == 'folder':
-    kwargs['root'] = dataset_config.root
+    kwargs['root'] = os.path.expanduser(dataset_config.root)
     if not dataset_config.root:
       raise ConfigError("dataset.root is empty; dataset.name='folder' reads "
                         'root/<split>/<class>/<image>: set --config.dataset.root=DIR.')
