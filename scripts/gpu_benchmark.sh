@@ -5,6 +5,7 @@
 #
 #   OUT=/tmp/gpu bash scripts/gpu_benchmark.sh     # SIZE, BATCH, DEPTH, STEPS, PEAK_TFLOPS override
 #   PHASES="jax_remat clan_eval" PARITY=0 bash scripts/gpu_benchmark.sh    # some phases only
+#   PHASES="clan_train jax_batch jax_no_triton_gemm" bash scripts/gpu_benchmark.sh  # the next GPU session's
 #
 # Phases run in order of importance and each writes its records when it ends ($OUT/<phase>.json),
 # so a run cut short keeps the phases before. Needs only jax, flax, optax, absl, numpy and torch.
@@ -52,6 +53,15 @@ run_phase() {
     jax_remat) phase jax_remat --model=clan --modes=train --frameworks=jax --remat \
       --batch_size=$((2 * BATCH)) ;;
     clan_eval) phase clan_eval --model=clan --modes=eval --torch_variants=amp_bf16,compile ;;
+    jax_batch)  # Is a batch of 64 too small to fill the card? JAX at half and twice BATCH.
+      phase jax_batch_half --model=clan --modes=train --frameworks=jax --batch_size=$((BATCH / 2))
+      phase jax_batch_double --model=clan --modes=train --frameworks=jax --batch_size=$((2 * BATCH)) ;;
+    jax_no_triton_gemm)  # jax 0.11.2 aborted in its Triton GEMM fusion with remat at batch 128:
+      # without Triton GEMMs (cuBLAS only), the plain step, then remat at twice BATCH.
+      XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" phase jax_no_triton_gemm \
+        --model=clan --modes=train --frameworks=jax
+      XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" phase jax_remat_no_triton_gemm \
+        --model=clan --modes=train --frameworks=jax --remat --batch_size=$((2 * BATCH)) ;;
     *) echo "unknown phase $1" | log ;;
   esac
 }
