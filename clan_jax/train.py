@@ -407,17 +407,28 @@ def load_variables(run: Run, checkpoint: str) -> tuple[dict, str, int]:
     variables = convert.torch_to_flax(arrays, run.model, image_size=config.dataset.crop_size)
     source, step = 'torch', 0
   else:
-    ckpt = checkpoints.TrainCheckpoints(os.path.join(run.workdir, 'checkpoints'),
-                                        config.keep_checkpoints)
-    step = ckpt.best_step() if checkpoint == 'best' else ckpt.latest_step()
-    if step is None:
-      raise UserError(f'no {"evaluated " if checkpoint == "best" else ""}checkpoint in '
-                      f'{ckpt.directory}; train first, or set --config.init.torch_checkpoint.')
-    abstract = _abstract_train_state(run)
-    variables = ckpt.restore(step, abstract).variables
-    ckpt.close()
+    variables, step = _restore_variables(run, checkpoint)
     source = checkpoint
   return jax.device_put(variables, sharding.replicated_sharding(run.mesh)), source, int(step)
+
+
+def _restore_variables(run: Run, checkpoint: str) -> tuple[dict, int]:
+  """The variables of the workdir's latest or best checkpoint, read without changing the
+  directory: a training still running there keeps its checkpoint in progress."""
+  directory = os.path.join(run.workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise UserError(f'no checkpoint in {directory}; train first, or set '
+                    '--config.init.torch_checkpoint.')
+  reader = checkpoints.TrainCheckpointReader(directory)
+  try:
+    step = reader.best_step() if checkpoint == 'best' else reader.latest_step()
+    if step is None:
+      raise UserError(f'no {"evaluated " if checkpoint == "best" else ""}checkpoint in '
+                      f'{directory}; train first, or set --config.init.torch_checkpoint.')
+    target = _abstract_train_state(run).variables  # Only the shapes and shardings are used.
+    return reader.restore_variables(step, target), step
+  finally:
+    reader.close()
 
 
 def evaluate(config: Any, workdir: str, checkpoint: str = 'latest') -> dict:

@@ -164,7 +164,14 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
 def test_eval_mode_of_latest_and_best_checkpoints(env, uninterrupted):
   reference_dir, _ = uninterrupted
-  latest = run(env, reference_dir, '--mode=eval')
+  # What a training running in the same workdir would have half-written: eval leaves it.
+  in_progress = reference_dir / 'checkpoints' / '99.orbax-checkpoint-tmp-1795778022'
+  in_progress.mkdir()
+  try:
+    latest = run(env, reference_dir, '--mode=eval')
+    assert in_progress.is_dir(), 'eval removed the checkpoint of a training in progress'
+  finally:
+    in_progress.rmdir()
   results = read_json(reference_dir / 'eval_results.json')
   assert results['protocol']['checkpoint'] == 'latest' and results['protocol']['step'] == 12
   assert 'top-1' in latest.stdout
