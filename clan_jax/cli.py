@@ -21,11 +21,16 @@ def fail(message: str) -> None:
 
 
 def _flag_error_message(error: Exception) -> str:
-  # ml_collections wraps a misspelled --config.x.y as AttributeError(KeyError(text)).
+  # ml_collections wraps a misspelled --config.x.y as AttributeError(KeyError(text)), where
+  # text is "'key'" plus, if one is close, a line 'Did you mean "..."?'.
   inner = error.args[0] if error.args else error
   if isinstance(inner, KeyError) and inner.args:
-    inner = inner.args[0]
-  return str(inner).strip().strip("'\"")
+    return f'unknown config key {str(inner.args[0]).strip()}'
+  if isinstance(error, ModuleNotFoundError) and error.name == 'configs':
+    # The recipes import configs.default, found only from the repository root.
+    return (f'{error} (imported by the --config file): run the command from the clan-jax '
+            'folder, or add that folder to PYTHONPATH.')
+  return str(inner).strip()
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:

@@ -1,0 +1,42 @@
+"""clan_jax.cli: flag and config-override problems become one readable message."""
+
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, run_cli
+
+
+def _error_line(result) -> str:
+  assert 'Traceback' not in result.stderr, result.stderr
+  return result.stderr[result.stderr.index('error: '):]
+
+
+def test_misspelled_key_is_named_with_the_suggestion():
+  result = run_cli('main.py', '--config=configs/demo.py', '--config.batchsize=8',
+                   check_returncode=2)
+  assert _error_line(result).startswith(
+      "error: invalid command line: unknown config key 'batchsize'\n"
+      'Did you mean "batch_size" instead of "batchsize"?\n')
+
+
+def test_invalid_value_keeps_its_closing_quote():
+  result = run_cli('main.py', '--config=configs/demo.py', '--config.batch_size=abc',
+                   check_returncode=2)
+  assert "invalid literal for int() with base 10: 'abc'\n" in _error_line(result)
+
+
+def test_config_outside_the_repository_says_where_to_run(tmp_path):
+  # The recipes import configs.default, which Python finds only from the repository root;
+  # this checkout's clan_jax, without its configs, is put on the path through a link.
+  packages = tmp_path / 'packages'
+  packages.mkdir()
+  (packages / 'clan_jax').symlink_to(REPO_ROOT / 'clan_jax')
+  result = subprocess.run([sys.executable, '-m', 'clan_jax.convert',
+                           f'--config={REPO_ROOT / "configs" / "demo.py"}'],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={'PATH': '', 'PYTHONPATH': str(packages)})
+  assert result.returncode == 2, result.stderr
+  message = _error_line(result)
+  assert message.startswith("error: invalid command line: No module named 'configs' "
+                            '(imported by the --config file)')
+  assert 'PYTHONPATH' in message
