@@ -424,7 +424,9 @@ def _restore_variables(run: Run, checkpoint: str) -> tuple[dict, int]:
     step = reader.best_step() if checkpoint == 'best' else reader.latest_step()
     if step is None:
       raise UserError(f'no {"evaluated " if checkpoint == "best" else ""}checkpoint in '
-                      f'{directory}; train first, or set --config.init.torch_checkpoint.')
+                      f'{directory}; train first, '
+                      + ('or use --checkpoint=latest.' if checkpoint == 'best' else
+                         'or set --config.init.torch_checkpoint.'))
     target = _abstract_train_state(run).variables  # Only the shapes and shardings are used.
     return reader.restore_variables(step, target), step
   finally:

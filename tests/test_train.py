@@ -181,6 +181,26 @@ def test_eval_mode_of_latest_and_best_checkpoints(env, uninterrupted):
   assert best['protocol']['selected_on'] == 'test split top-1'
 
 
+def test_eval_without_a_checkpoint_is_one_message_without_traceback(env, tmp_path):
+  # An open Orbax manager's clean-up thread used to print a traceback after the message.
+  result = run(env, tmp_path / 'empty', '--mode=eval', returncode=2)
+  assert 'no checkpoint in ' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_best_without_an_evaluated_checkpoint_points_to_latest(tmp_path):
+  import types
+
+  from clan_jax import checkpoints, train
+  from clan_jax.errors import UserError
+
+  saved = checkpoints.TrainCheckpoints(tmp_path / 'checkpoints', keep_last=2)
+  saved.save(3, {'params': {'w': np.zeros(2, np.float32)}}, {'step': 3})  # No eval metrics.
+  saved.wait()
+  saved.close()
+  with pytest.raises(UserError, match='no evaluated checkpoint in .*use --checkpoint=latest'):
+    train._restore_variables(types.SimpleNamespace(workdir=str(tmp_path)), 'best')
+
+
 @pytest.mark.parametrize('flags, message', [
     (['--config.model.dept=18'], 'Did you mean "depth"'),
     (['--config.model.depth=20'], 'model.depth=20 is invalid'),
