@@ -130,8 +130,26 @@ def load_torch_checkpoint(path: str | os.PathLike,
   if path.endswith('.safetensors'):
     tensors = _read_safetensors(path)
   else:
+    _check_torch_save_format(path)
     tensors = _to_numpy_dict(_unwrap(_torch_load(path, allowed_globals), path))
   return _strip_module_prefix(tensors)
+
+
+# torch.save writes a zip archive; before torch 1.6, a pickle (protocol 2: '\x80\x02...').
+TORCH_SAVE_MAGIC = (b'PK', b'\x80')
+
+
+def _check_torch_save_format(path: str) -> None:
+  """Refuses a file that torch.save cannot have written (e.g. an HTML error page saved by a
+  failed download), which torch.load would misreport as refused for safety."""
+  with open(path, 'rb') as f:
+    head = f.read(16)
+  if not head:
+    raise CheckpointError(f'{path}: the file is empty; download it again.')
+  if not head.startswith(TORCH_SAVE_MAGIC):
+    raise CheckpointError(f'{path}: not a PyTorch checkpoint: it begins with {head!r}, and '
+                          'torch.save writes a zip archive. A failed download (an HTML page) '
+                          'looks like this: download it again.')
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -181,8 +199,10 @@ def _torch_load(path: str, allowed_globals: Iterable[str]):
       return torch.load(path, map_location='cpu', weights_only=True)
   except pickle.UnpicklingError as e:
     raise CheckpointError(_refusal_message(torch, path, allowed, e)) from None
-  except (RuntimeError, EOFError, ValueError, OSError) as e:
-    raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({e}).') from None
+  except Exception as e:  # Bytes that are no checkpoint raise many types (KeyError, EOFError...).
+    reason = f'{type(e).__name__}: {e}' if str(e).strip() else type(e).__name__
+    raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({reason}); expected a '
+                          'complete file written by torch.save.') from None
 
 
 def _refusal_message(torch, path: str, allowed: list[str], error: Exception) -> str:

@@ -94,6 +94,16 @@ def test_missing_unreadable_and_empty_files_are_clear_errors(tmp_path):
   (tmp_path / 'garbage.safetensors').write_bytes(b'\x00' * 16)
   with pytest.raises(CheckpointError, match='not a readable safetensors file'):
     load_torch_checkpoint(tmp_path / 'garbage.safetensors')
+  # Before these checks, torch's unpickler raised KeyError on b'hello', and called an HTML
+  # page 'refused' with the advice to retry with weights_only=False.
+  for name, data, message in (
+      ('empty.pth', b'', 'the file is empty'),
+      ('text.pth', b'hello', "begins with b'hello'"),
+      ('page.pth', b'<!DOCTYPE html>\n<html>Not found</html>', 'A failed download'),
+      ('truncated.pth', b'PK\x03\x04' + b'\x00' * 20, 'not a readable PyTorch checkpoint')):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(CheckpointError, match=f'{name}: .*{message}'):
+      load_torch_checkpoint(tmp_path / name)
   torch.save({'epoch': 3}, tmp_path / 'no_tensors.pth')
   with pytest.raises(CheckpointError, match='no state_dict of tensors found'):
     load_torch_checkpoint(tmp_path / 'no_tensors.pth')
