@@ -168,8 +168,9 @@ def _import_torch():
     import torch
   except ImportError as e:
     raise UserError(
-        'reading a .pth checkpoint needs PyTorch: pip install "clan-jax[torch]" (see the '
-        "README for a CPU-only torch), or convert the file to .safetensors.") from e
+        'reading a .pth checkpoint needs PyTorch: in the clan-jax folder, pip install -c '
+        'constraints.txt -e ".[torch]" (the README shows a CPU-only torch), or convert the file '
+        'to .safetensors.') from e
   return torch
 
 

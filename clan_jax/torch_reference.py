@@ -1,7 +1,7 @@
 """The PyTorch twin of clan_jax's models, for parity checks and for users' PyTorch code.
 
-Requires torch (`pip install clan-jax[torch]`); nothing else in the package imports
-this module at import time. Its state_dict keys and shapes are torchvision's for
+Requires torch (`pip install -e '.[torch]'` in the clan-jax folder); nothing else in the
+package imports this module at import time. Its state_dict keys and shapes are torchvision's for
 every ResNet depth, so torchvision checkpoints load into it strictly and its own
 state_dicts load into torchvision. The twin never imports JAX.
 

@@ -107,3 +107,13 @@ def test_missing_unreadable_and_empty_files_are_clear_errors(tmp_path):
   torch.save({'epoch': 3}, tmp_path / 'no_tensors.pth')
   with pytest.raises(CheckpointError, match='no state_dict of tensors found'):
     load_torch_checkpoint(tmp_path / 'no_tensors.pth')
+
+
+def test_pth_without_torch_says_how_to_install_it(tmp_path, monkeypatch):
+  import sys
+
+  torch.save(_state_dict(), tmp_path / 'plain.pth')
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` now raises ImportError.
+  with pytest.raises(UserError, match=r'needs PyTorch: in the clan-jax folder, pip install '
+                     r'-c constraints.txt -e "\.\[torch\]"'):
+    load_torch_checkpoint(tmp_path / 'plain.pth')
