@@ -50,7 +50,6 @@ def main(argv: list[str]) -> int:
 
   if not distributed.is_main_process():  # Process 0 reports progress; the others, problems.
     logging.set_verbosity(logging.WARNING)
-  cli.quiet_library_logs()
   if FLAGS.mode == 'train':
     train.train_and_evaluate(config, FLAGS.workdir)
   elif FLAGS.mode == 'eval':

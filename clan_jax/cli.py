@@ -46,6 +46,7 @@ def run(main: Callable[[list[str]], int | None]) -> None:
   """Runs an absl `main`, printing UserError messages instead of tracebacks."""
 
   def guarded_main(argv: list[str]) -> int | None:
+    quiet_library_logs()  # Before anything starts a JAX backend or Orbax logs.
     try:
       return main(argv)
     except UserError as e:
@@ -69,8 +70,9 @@ def load_config_flag(config_flag) -> object:
 
 class _QuietLibraries:
   """Drops the libraries' routine INFO lines (Orbax logs ~40 per checkpoint), TFDS's warning
-  that our own builder configs are 'custom' and Orbax's that a checkpoint taken between
-  evaluations has no metrics; other warnings and errors stay."""
+  that our own builder configs are 'custom', Orbax's that a checkpoint taken between
+  evaluations has no metrics and those on the read-only manager that prediction opens on
+  purpose; other warnings and errors stay."""
 
   NOISY_PATHS = ('/orbax/', '/tensorflow_datasets/', '/tensorstore/', 'xla_bridge.py')
 
@@ -82,7 +84,9 @@ class _QuietLibraries:
       return False
     message = str(record.msg)
     return not message.startswith(('Using custom data configuration',
-                                   'Requested `tracked_metric`'))
+                                   'Requested `tracked_metric`',
+                                   'CheckpointManagerOptions.read_only=True',
+                                   'Given directory is read only'))
 
 
 def quiet_library_logs() -> None:

@@ -293,7 +293,6 @@ def main(argv: list[str]) -> int:
     raise UserError(f'--batch_size={flags_.batch_size} is invalid; it must be positive.')
   config = cli.load_config_flag(flags_.config) if flags_.config is not None else None
   absl_logging.set_verbosity(absl_logging.INFO)
-  cli.quiet_library_logs()
   predictor = _load_predictor(flags_, config)
   logging.info('predicting %d images with %s: %d classes, %d px', len(paths), predictor.source,
                len(predictor.class_names), predictor.crop_size)
