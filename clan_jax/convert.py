@@ -318,7 +318,8 @@ def _check_keys(arrays: Mapping[str, np.ndarray], table: Mapping[str, tuple], mo
       lines.append(f'  {len(keys)} {title}: ' + ', '.join(keys))
   if not backbone_only and any(k.startswith('fc.') for k in unexpected + wrong):
     lines.append('  To load an ImageNet backbone into a model with another number of classes '
-                 'or heads, use backbone_only=True (--backbone_only).')
+                 'or heads, use backbone_only=True (clan_jax.convert: --backbone_only; '
+                 'training: --config.init.torch_backbone_only=True).')
   raise CheckpointError('\n'.join(lines))
 
 

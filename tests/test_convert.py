@@ -138,7 +138,8 @@ def test_backbone_only_loads_the_backbone_and_initialises_the_classifier(resnet_
   np.testing.assert_array_equal(variables['params']['fc']['kernel'],
                                 fresh['params']['fc']['kernel'])
   with pytest.raises(CheckpointError, match=r'fc.weight: checkpoint \(1000, 512\), model '
-                     r'\(10, 512\)[\s\S]*backbone_only=True'):
+                     r'\(10, 512\)[\s\S]*backbone_only=True[\s\S]*'
+                     r'--config.init.torch_backbone_only=True'):
     torch_to_flax(state_dict, model)
 
 

@@ -228,6 +228,7 @@ def test_missing_files_message_names_every_file_and_source(builder_class, tmp_pa
   for expected in EXPECTED[builder_class]:
     assert expected in message
   assert message.count("MISSING") == len(builder.OFFICIAL_FILES)
+  assert "--config.dataset.manual_dir=DIR" in message and "NAME" not in message
   assert not os.path.exists(tmp_path / 'data' / builder.name)
 
 

@@ -44,8 +44,8 @@ def missing_files_message(title: str, manual_dir: str, files: Sequence[OfficialF
     alternative = f' (or the extracted folder {f.extracted_dir}/)' if f.extracted_dir else ''
     optional = '' if f.required else ', optional'
     lines.append(f'  {f.filename}{alternative}: {status}{optional}; from {f.source}')
-  lines.append('Download them there, then run: python -m clan_jax.datasets.prepare '
-               '--dataset=NAME --manual_dir=DIR')
+  lines.append('Put them in one folder DIR and pass it: --config.dataset.manual_dir=DIR '
+               '(main.py) or --manual_dir=DIR (python -m clan_jax.datasets.prepare).')
   return '\n'.join(lines)
 
 
