@@ -59,8 +59,8 @@ class PointwiseConv(nn.Module):
   """A 1x1 convolution as a matrix product over the channel axis; nn.Conv's parameters
   (kernel (1, 1, in, out), bias) and initialisation. A stride subsamples first (a 1x1
   window has no padding). XLA:CPU runs a dot's backward faster than a 1x1 convolution's
-  (a fifth off a ResNet-50 train step, measured before BENCHMARKS.md's CPU table; on an
-  H100, 3.5 % more images/s)."""
+  (31 % off the CLAN-R50 train step on 2 CPU cores; on an H100, 3.5 % more images/s;
+  BENCHMARKS.md)."""
   features: int
   stride: int = 1
   use_bias: bool = False
