@@ -170,7 +170,8 @@ def measure_jax(spec: dict) -> dict:
   device = mesh.devices.flat[0]
   record.update(flops_per_step=model_flops(lowered), devices=mesh.size,
                 device=f'{device.platform}: {device.device_kind}',
-                versions={'jax': jax.__version__})
+                versions={'jax': jax.__version__},
+                xla_flags=os.environ.get('XLA_FLAGS', ''))  # Flags change the figures.
   if device.platform in ('gpu', 'cuda'):
     stats = device.memory_stats() or {}
     record.update(peak_memory_bytes=stats.get('peak_bytes_in_use'), memory_kind='device')

@@ -2,6 +2,7 @@
 and its FLOP count is the model's."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -75,9 +76,12 @@ def test_end_to_end_records_and_model_flops(tmp_path):
   cmd = [sys.executable, '-m', 'clan_jax.benchmark', '--model=resnet', '--depth=18',
          '--image_size=64', '--batch_size=2', '--steps=1', '--warmup=0', '--modes=train,eval',
          '--torch_variants=eager', f'--json={out}']
-  done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  flags = '--xla_cpu_enable_fast_math=false'  # XLA:CPU's default: recorded, changes nothing.
+  done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, 'XLA_FLAGS': flags})
   assert done.returncode == 0, done.stderr[-3000:]
   records = json.loads(out.read_text())
+  assert [r['xla_flags'] for r in records if r['framework'] == 'jax'] == [flags, flags]
   assert [(r['framework'], r['mode']) for r in records] == [
       ('jax', 'train'), ('torch', 'train'), ('jax', 'eval'), ('torch', 'eval')]
   for record in records:
