@@ -16,6 +16,8 @@ TPU: detected) or with --coordinator_address, --num_processes and --process_id
 (clan_jax/distributed.py; docs/TRAINING.md).
 """
 
+import os
+
 from absl import flags, logging
 from ml_collections import config_flags
 
@@ -50,14 +52,15 @@ def main(argv: list[str]) -> int:
 
   if not distributed.is_main_process():  # Process 0 reports progress; the others, problems.
     logging.set_verbosity(logging.WARNING)
+  workdir = os.path.expanduser(FLAGS.workdir)  # The shell leaves the ~ of --workdir=~/x.
   if FLAGS.mode == 'train':
-    train.train_and_evaluate(config, FLAGS.workdir)
+    train.train_and_evaluate(config, workdir)
   elif FLAGS.mode == 'eval':
-    train.evaluate(config, FLAGS.workdir, FLAGS.checkpoint)
+    train.evaluate(config, workdir, FLAGS.checkpoint)
   else:
     from clan_jax import visualize
 
-    visualize.visualize(config, FLAGS.workdir, FLAGS.checkpoint)
+    visualize.visualize(config, workdir, FLAGS.checkpoint)
   return 0
 
 

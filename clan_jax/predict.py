@@ -179,6 +179,7 @@ def load_workdir(workdir: str, checkpoint: str = 'latest', config=None) -> Predi
 
   if checkpoint not in ('latest', 'best'):
     raise UserError(f'--checkpoint={checkpoint!r} is invalid; allowed: latest, best.')
+  workdir = os.path.expanduser(workdir)  # The shell leaves the ~ of --workdir=~/x.
   if not os.path.isdir(workdir):
     raise UserError(f'--workdir={workdir}: no such directory.')
   workdir = os.path.abspath(workdir)

@@ -221,3 +221,13 @@ def test_user_errors_are_messages_with_status_2(trained_synthetic_workdir, tmp_p
                        returncode=2)
   assert message in result.stderr and 'error: ' in result.stderr
   assert result.stdout == ''
+
+
+def test_a_workdir_under_home_written_with_a_tilde(tmp_path, monkeypatch):
+  """The shell passes the ~ of --workdir=~/run as it is: it is the home folder."""
+  from clan_jax.errors import UserError
+
+  monkeypatch.setenv('HOME', str(tmp_path))
+  (tmp_path / 'run').mkdir()
+  with pytest.raises(UserError, match=f'{tmp_path}/run/config.json is missing'):
+    predict.load_workdir('~/run')

@@ -183,8 +183,11 @@ def test_eval_mode_of_latest_and_best_checkpoints(env, uninterrupted):
 
 def test_eval_without_a_checkpoint_is_one_message_without_traceback(env, tmp_path):
   # An open Orbax manager's clean-up thread used to print a traceback after the message.
-  result = run(env, tmp_path / 'empty', '--mode=eval', returncode=2)
-  assert 'no checkpoint in ' in result.stderr and 'Traceback' not in result.stderr
+  # '~/empty': the shell passes a ~ after '=' as it is; it is the home folder.
+  home_env = {**env, 'env': {**env['env'], 'HOME': str(tmp_path)}}
+  result = run(home_env, '~/empty', '--mode=eval', returncode=2)
+  assert f'no checkpoint in {tmp_path}/empty/checkpoints' in result.stderr
+  assert 'Traceback' not in result.stderr and not (REPO_ROOT / '~').exists()
 
 
 def test_best_without_an_evaluated_checkpoint_points_to_latest(tmp_path):
