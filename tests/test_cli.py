@@ -40,3 +40,12 @@ def test_config_outside_the_repository_says_where_to_run(tmp_path):
   assert message.startswith("error: invalid command line: No module named 'configs' "
                             '(imported by the --config file)')
   assert 'PYTHONPATH' in message
+
+
+def test_missing_config_file_is_named_without_librarys_internal_name():
+  result = run_cli('main.py', '--config=configs/nope.py', '--workdir=/tmp/unused',
+                   check_returncode=2)
+  assert _error_line(result) == (
+      "error: the --config file cannot be read: [Errno 2] No such file or directory: "
+      "'configs/nope.py'. Give a config file such as configs/cub.py (a path from the current "
+      'folder).\n')
