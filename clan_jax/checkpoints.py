@@ -102,6 +102,8 @@ class TrainCheckpoints:
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
       except (ValueError, KeyError, TypeError) as e:  # E.g. another optimizer's state.
         mismatches = [f'{type(e).__name__}: {str(e)[:500]}']
+        if 'opt_state' in str(e):
+          mismatches.insert(0, OPTIMIZER_MISMATCH)
     raise CheckpointError(
         f'the checkpoint at {self.directory}/{step} does not fit the configuration:\n  '
         + '\n  '.join(mismatches) + '\nUse the config it was trained with (config.json '
@@ -112,6 +114,11 @@ class TrainCheckpoints:
 
   def close(self) -> None:
     self.manager.close()
+
+
+OPTIMIZER_MISMATCH = (
+    "opt_state: the optimizer state saved there has another structure than this config's "
+    'optimizer (optimizer.name changed, or momentum set to or from 0?); in detail:')
 
 
 def _best_step(manager) -> int | None:

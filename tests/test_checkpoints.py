@@ -23,3 +23,26 @@ def test_round_trip_is_exact_and_existing_checkpoints_are_kept(tmp_path):
                                 variables['params']['fc']['kernel'])
   with pytest.raises(CheckpointError, match='no such checkpoint directory'):
     restore_variables(tmp_path / 'absent')
+
+
+def test_resuming_with_another_optimizer_names_the_optimizer(tmp_path):
+  import jax.numpy as jnp
+  import optax
+
+  from clan_jax import steps
+  from clan_jax.checkpoints import TrainCheckpoints
+
+  params, stats = {'w': jnp.ones((3,))}, {'mean': jnp.zeros((3,))}
+  sgd = steps.create_train_state(params, stats, optax.sgd(0.1, momentum=0.9))
+  adamw = steps.create_train_state(params, stats, optax.adamw(0.1))
+  saved = TrainCheckpoints(tmp_path / 'checkpoints', keep_last=2)
+  saved.save(1, sgd, {'step': 1})
+  saved.wait()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), adamw)
+  try:
+    with pytest.raises(CheckpointError, match=r'opt_state: the optimizer state saved there has '
+                       r"another structure than this config's optimizer \(optimizer.name"):
+      saved.restore(1, target)
+  finally:
+    saved.close()
