@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, cli_environment
 
 CONFIG = '''
 from configs import default
@@ -41,11 +41,7 @@ def env(tmp_path_factory):
   base = tmp_path_factory.mktemp('train')
   config = base / 'tiny_config.py'
   config.write_text(CONFIG.format(data_dir=str(base / 'data')))
-  variables = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': str(REPO_ROOT),
-               'JAX_COMPILATION_CACHE_DIR': str(base / 'jax_cache'),
-               'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-               'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '-1'}
-  return {'config': str(config), 'env': variables, 'base': base}
+  return {'config': str(config), 'env': cli_environment(base), 'base': base}
 
 
 def main_py(env, workdir, *flags):

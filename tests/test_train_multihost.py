@@ -35,7 +35,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, cli_environment
 
 STEPS = 6
 CONFIG = f'''
@@ -193,11 +193,9 @@ def runs(tmp_path_factory):
   config.write_text(CONFIG.format(data_dir=str(base / 'data')))
   script = base / 'main64.py'
   script.write_text(SCRIPT)
-  env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower()}  # Loopback only.
-  env.update(JAX_PLATFORMS='cpu', JAX_ENABLE_X64='1', PYTHONPATH=str(REPO_ROOT),
-             JAX_COMPILATION_CACHE_DIR=str(base / 'jax_cache'),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+  env = {k: v for k, v in cli_environment(base).items()
+         if 'proxy' not in k.lower()}  # Loopback only.
+  env['JAX_ENABLE_X64'] = '1'
 
   def command(workdir, *flags):
     return [sys.executable, str(script), f'--config={config}', f'--workdir={workdir}', *flags]
