@@ -8,7 +8,7 @@ existing checkpoint is never overwritten.
 """
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from clan_jax.errors import CheckpointError
 
@@ -104,10 +104,7 @@ class TrainCheckpoints:
         mismatches = [f'{type(e).__name__}: {str(e)[:500]}']
         if 'opt_state' in str(e):
           mismatches.insert(0, OPTIMIZER_MISMATCH)
-    raise CheckpointError(
-        f'the checkpoint at {self.directory}/{step} does not fit the configuration:\n  '
-        + '\n  '.join(mismatches) + '\nUse the config it was trained with (config.json '
-        'beside it), or another --workdir.')
+    raise _does_not_fit(self.directory, step, mismatches, ', or another --workdir')
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -119,6 +116,14 @@ class TrainCheckpoints:
 OPTIMIZER_MISMATCH = (
     "opt_state: the optimizer state saved there has another structure than this config's "
     'optimizer (optimizer.name changed, or momentum set to or from 0?); in detail:')
+
+
+def _does_not_fit(directory: str, step: int, mismatches: list[str],
+                  alternative: str = '') -> CheckpointError:
+  return CheckpointError(
+      f'the checkpoint at {directory}/{step} does not fit the configuration:\n  '
+      + '\n  '.join(mismatches) + f'\nUse the config it was trained with (config.json '
+      f'beside it){alternative}.')
 
 
 def _best_step(manager) -> int | None:
@@ -168,10 +173,7 @@ class TrainCheckpointReader:
       mismatches += state_mismatches(saved.get(collection, {}), target[collection],
                                      prefix=collection)
     if mismatches:
-      raise CheckpointError(
-          f'the checkpoint at {self.directory}/{step} does not fit the configuration:\n  '
-          + '\n  '.join(mismatches) + '\nUse the config it was trained with (config.json '
-          'beside it).')
+      raise _does_not_fit(self.directory, step, mismatches)
     target = {collection: target[collection] for collection in ('params', 'batch_stats')}
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     return dict(self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
@@ -179,6 +181,24 @@ class TrainCheckpointReader:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def read_variables(directory: str | os.PathLike, which: str, target: Callable[[], dict],
+                   alternative: str = '') -> tuple[dict, int]:
+  """({'params', 'batch_stats'}, step) of a run's 'latest' or 'best' (evaluated) checkpoint,
+  read without changing the directory, laid out like `target()` (abstract arrays with
+  shardings; built only if there is a checkpoint). With none, a CheckpointError that ends
+  with `alternative` (what else the user can do) or, for 'best', points to 'latest'."""
+  reader = TrainCheckpointReader(directory)
+  try:
+    step = reader.best_step() if which == 'best' else reader.latest_step()
+    if step is None:
+      raise CheckpointError(
+          f'no {"evaluated " if which == "best" else ""}checkpoint in {reader.directory}; train '
+          'first' + (', or use --checkpoint=latest.' if which == 'best' else f'{alternative}.'))
+    return reader.restore_variables(step, target()), step
+  finally:
+    reader.close()
 
 
 def state_mismatches(saved: Any, target: Any, prefix: str = '') -> list[str]:

@@ -175,7 +175,7 @@ def load_workdir(workdir: str, checkpoint: str = 'latest', config=None) -> Predi
   import jax
   import jax.numpy as jnp
 
-  from clan_jax.checkpoints import TrainCheckpointReader
+  from clan_jax.checkpoints import read_variables
 
   if checkpoint not in ('latest', 'best'):
     raise UserError(f'--checkpoint={checkpoint!r} is invalid; allowed: latest, best.')
@@ -188,21 +188,15 @@ def load_workdir(workdir: str, checkpoint: str = 'latest', config=None) -> Predi
   class_names = workdir_class_names(workdir)
   resize, crop = _image_sizes(config)
   model = _create_model(config, len(class_names), origin)
-  reader = TrainCheckpointReader(os.path.join(workdir, 'checkpoints'))
-  try:
-    step = reader.best_step() if checkpoint == 'best' else reader.latest_step()
-    if step is None:
-      raise UserError(f'no {"evaluated " if checkpoint == "best" else ""}checkpoint in '
-                      f'{reader.directory}; train first'
-                      + (', or use --checkpoint=latest.' if checkpoint == 'best' else '.'))
+
+  def target():
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                                  jnp.zeros((1, crop, crop, 3)), train=False))
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          dict(abstract))
-    variables = reader.restore_variables(step, target)
-  finally:
-    reader.close()
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        dict(abstract))
+
+  variables, step = read_variables(os.path.join(workdir, 'checkpoints'), checkpoint, target)
   return Predictor(model, variables, class_names, resize, crop,
                    f'{workdir}, checkpoint step {step} ({checkpoint})')
 

@@ -419,18 +419,10 @@ def _restore_variables(run: Run, checkpoint: str) -> tuple[dict, int]:
   if not os.path.isdir(directory):
     raise UserError(f'no checkpoint in {directory}; train first, or set '
                     '--config.init.torch_checkpoint.')
-  reader = checkpoints.TrainCheckpointReader(directory)
-  try:
-    step = reader.best_step() if checkpoint == 'best' else reader.latest_step()
-    if step is None:
-      raise UserError(f'no {"evaluated " if checkpoint == "best" else ""}checkpoint in '
-                      f'{directory}; train first, '
-                      + ('or use --checkpoint=latest.' if checkpoint == 'best' else
-                         'or set --config.init.torch_checkpoint.'))
-    target = _abstract_train_state(run).variables  # Only the shapes and shardings are used.
-    return reader.restore_variables(step, target), step
-  finally:
-    reader.close()
+  # Only the shapes and shardings of the abstract state's variables are used.
+  return checkpoints.read_variables(directory, checkpoint,
+                                    lambda: _abstract_train_state(run).variables,
+                                    ', or set --config.init.torch_checkpoint')
 
 
 def evaluate(config: Any, workdir: str, checkpoint: str = 'latest') -> dict:
