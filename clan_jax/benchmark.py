@@ -41,13 +41,17 @@ MODEL_DEFAULTS = dict(name='clan', depth=50, mid_stages=(2, 3), use_clca=True, u
                       clca_kind='cross_attention', clca_dim=256, clca_heads=1, head_dim=512,
                       fusion='sum', dtype='float32',
                       head_loss_weights={'top': 1.0, 'mid': 1.0, 'concat': 1.0},
-                      conv1x1_as_matmul=True, attention_impl='auto', remat=False)
+                      conv1x1_as_matmul=True, attention_impl='auto', clca_order='auto',
+                      remat=False)
 OPTIMIZER = dict(name='sgd', learning_rate=0.002, backbone_learning_rate=0.0002,
                  base_batch_size=16, momentum=0.9, weight_decay=5e-4, decay_norm_and_bias=True,
                  grad_clip_norm=0.0, label_smoothing=0.0)
 NUM_CLASSES = 200  # CUB's.
+# The model's implementation switches (the same function and parameters either way).
+SWITCHES = ('conv1x1_as_matmul', 'attention_impl', 'clca_order', 'remat')
 TORCH_VARIANTS = ('eager', 'channels_last', 'amp_bf16', 'compile')
 EAGER_VARIANTS = ('eager', 'channels_last', 'amp_bf16')
+COST_MODELS = ('clan', 'resnet')  # --clan_cost: CLAN's step time over ResNet's.
 
 flags.DEFINE_enum('model', 'clan', ['clan', 'resnet'], 'CLAN, or the plain ResNet classifier.')
 flags.DEFINE_integer('depth', 50, 'ResNet depth: 18, 34, 50, 101 or 152.')
@@ -57,6 +61,8 @@ flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
                   'JAX compute dtype (and torch.compile under autocast for bfloat16).')
 flags.DEFINE_bool('conv1x1_as_matmul', True, 'JAX: 1x1 convolutions as matrix products.')
 flags.DEFINE_enum('attention_impl', 'auto', ['auto', 'xla', 'cudnn'], 'JAX: CLCA\'s attention.')
+flags.DEFINE_enum('clca_order', 'auto', ['auto', 'standard', 'folded'],
+                  'JAX: CLCA\'s order of products (docs/MODEL.md).')
 flags.DEFINE_bool('remat', False, 'JAX: recompute each ResNet block in the backward pass.')
 flags.DEFINE_integer('steps', 10, 'Timed steps per run (after --warmup steps).')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps after the first (compiling) call.')
@@ -69,6 +75,9 @@ flags.DEFINE_list('torch_variants', [], f'Torch variants among {TORCH_VARIANTS};
 flags.DEFINE_bool('torch_compile', False, 'Add torch.compile on the CPU (slow to compile).')
 flags.DEFINE_list('host_devices', [], 'Scaling: JAX alone on each of these numbers of CPU '
                   'devices (--xla_force_host_platform_device_count), the batch split over them.')
+flags.DEFINE_bool('clan_cost', False, 'Measure CLAN\'s cost over the plain ResNet (--model does '
+                  'not apply): both models in one process per framework, variant and mode, '
+                  'their steps alternated; the median of --repeats runs of the step-time ratio.')
 flags.DEFINE_string('json', '', 'Also write the records (a JSON list) to this file.')
 flags.DEFINE_string('worker', '', 'Internal: run one measurement given as JSON.')
 FLAGS = flags.FLAGS
@@ -77,7 +86,7 @@ FLAGS = flags.FLAGS
 # ---------------------------------------------------------------------- measurements
 
 def model_config(spec: dict) -> types.SimpleNamespace:
-  switches = {k: spec[k] for k in ('conv1x1_as_matmul', 'attention_impl', 'remat') if k in spec}
+  switches = {k: spec[k] for k in SWITCHES if k in spec}
   return types.SimpleNamespace(**{**MODEL_DEFAULTS, 'name': spec['model'],
                                   'depth': spec['depth'], 'dtype': spec['dtype'], **switches})
 
@@ -119,8 +128,15 @@ def model_flops(lowered) -> Optional[float]:
 
 
 def measure_jax(spec: dict) -> dict:
-  """The jitted step over a mesh of spec['devices'] devices (default 1): the batch sharded
-  over 'data', the state replicated and donated, as clan_jax.train compiles it."""
+  step, finish = build_jax_step(spec)
+  _, times = time_steps(step, spec['steps'], spec['warmup'])
+  return finish(times)
+
+
+def build_jax_step(spec: dict):
+  """(step, finish): the jitted step over a mesh of spec['devices'] devices (default 1), the
+  batch sharded over 'data', the state replicated and donated, as clan_jax.train compiles
+  it (compiled here); finish(step times in s) makes the record."""
   import functools
 
   import jax
@@ -165,31 +181,41 @@ def measure_jax(spec: dict) -> dict:
   lowered = fn.lower(*args)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
-  _, times = time_steps(step, spec['steps'], spec['warmup'])
-  record = _record(spec, 'jax', jax_variant(spec), spec['dtype'], times, compile_s)
-  device = mesh.devices.flat[0]
-  record.update(flops_per_step=model_flops(lowered), devices=mesh.size,
-                device=f'{device.platform}: {device.device_kind}',
-                versions={'jax': jax.__version__},
-                xla_flags=os.environ.get('XLA_FLAGS', ''))  # Flags change the figures.
-  if device.platform in ('gpu', 'cuda'):
-    stats = device.memory_stats() or {}
-    record.update(peak_memory_bytes=stats.get('peak_bytes_in_use'), memory_kind='device')
-  else:
-    record.update(peak_memory_bytes=_peak_rss(), memory_kind='host_rss')
-  return record
+
+  def finish(times: list[float]) -> dict:
+    record = _record(spec, 'jax', jax_variant(spec), spec['dtype'], times, compile_s)
+    device = mesh.devices.flat[0]
+    record.update(flops_per_step=model_flops(lowered), devices=mesh.size,
+                  device=f'{device.platform}: {device.device_kind}',
+                  versions={'jax': jax.__version__},
+                  xla_flags=os.environ.get('XLA_FLAGS', ''))  # Flags change the figures.
+    if device.platform in ('gpu', 'cuda'):
+      stats = device.memory_stats() or {}
+      record.update(peak_memory_bytes=stats.get('peak_bytes_in_use'), memory_kind='device')
+    else:
+      record.update(peak_memory_bytes=_peak_rss(), memory_kind='host_rss')
+    return record
+
+  return step, finish
 
 
 def jax_variant(spec: dict) -> str:
   """'xla', the implementation switches that differ from the defaults, and the devices."""
-  changed = [f'{k}={spec[k]}' for k in ('conv1x1_as_matmul', 'attention_impl', 'remat')
-             if k in spec and spec[k] != MODEL_DEFAULTS[k]]
+  changed = [f'{k}={spec[k]}' for k in SWITCHES if k in spec and spec[k] != MODEL_DEFAULTS[k]]
   if spec.get('host_devices'):
     changed.append(f'{spec["devices"]} host devices')
   return ','.join(changed) or 'xla'
 
 
 def measure_torch(spec: dict) -> dict:
+  step, finish = build_torch_step(spec)
+  first, times = time_steps(step, spec['steps'], spec['warmup'])
+  return finish(times, first)
+
+
+def build_torch_step(spec: dict):
+  """(step, finish): the twin's step in spec['variant']; finish(step times in s, first call
+  in s) makes the record."""
   import numpy as np
   import torch
 
@@ -230,8 +256,8 @@ def measure_torch(spec: dict) -> dict:
       optimizer.zero_grad(set_to_none=True)
       with autocast_context():
         outputs = forward(inputs())
-        loss, _ = torch_reference.multi_head_loss(outputs, labels, MODEL_DEFAULTS['head_loss_weights'],
-                                                  OPTIMIZER['label_smoothing'])
+        loss, _ = torch_reference.multi_head_loss(
+            outputs, labels, MODEL_DEFAULTS['head_loss_weights'], OPTIMIZER['label_smoothing'])
       loss.backward()
       optimizer.step()
       scheduler.step()
@@ -247,17 +273,51 @@ def measure_torch(spec: dict) -> dict:
 
   if cuda:
     torch.cuda.reset_peak_memory_stats()
-  first, times = time_steps(step, spec['steps'], spec['warmup'])
-  record = _record(spec, 'torch', variant, 'bfloat16' if autocast else 'float32', times, first)
-  record['device'] = (f'cuda: {torch.cuda.get_device_name()}' if cuda
-                      else f'cpu: {platform.processor() or platform.machine()}')
-  record['versions'] = {'torch': torch.__version__}
-  record['torch_threads'] = torch.get_num_threads()
-  if cuda:
-    record.update(peak_memory_bytes=torch.cuda.max_memory_allocated(), memory_kind='device')
-  else:
-    record.update(peak_memory_bytes=_peak_rss(), memory_kind='host_rss')
-  return record
+
+  def finish(times: list[float], first: float) -> dict:
+    record = _record(spec, 'torch', variant, 'bfloat16' if autocast else 'float32', times, first)
+    record['device'] = (f'cuda: {torch.cuda.get_device_name()}' if cuda
+                        else f'cpu: {platform.processor() or platform.machine()}')
+    record['versions'] = {'torch': torch.__version__}
+    record['torch_threads'] = torch.get_num_threads()
+    if cuda:
+      record.update(peak_memory_bytes=torch.cuda.max_memory_allocated(), memory_kind='device')
+    else:
+      record.update(peak_memory_bytes=_peak_rss(), memory_kind='host_rss')
+    return record
+
+  return step, finish
+
+
+def measure_clan_cost(spec: dict) -> list[dict]:
+  """CLAN and the plain ResNet of the same depth in one process, their steps alternated
+  (the order flipped every round), so that a slow spell of a shared machine hits both:
+  [CLAN's record, ResNet's], each with `clan_cost`, CLAN's median step time over ResNet's,
+  and `clan_cost_min`, the ratio of their fastest steps (a shared machine's noise only adds
+  time). Peak memory is left out: it would be both models'."""
+  finishes, steps_of, firsts, times = {}, {}, {}, {}
+  for model in COST_MODELS:
+    model_spec = {**spec, 'model': model}
+    if spec['framework'] == 'jax':
+      model_spec['variant'] = jax_variant(model_spec)
+      steps_of[model], finish = build_jax_step(model_spec)
+      finishes[model] = lambda t, first, finish=finish: finish(t)
+    else:
+      steps_of[model], finishes[model] = build_torch_step(model_spec)
+    firsts[model], _ = time_steps(steps_of[model], 0, spec['warmup'])
+    times[model] = []
+  for round_index in range(spec['steps']):
+    for model in COST_MODELS[::1 if round_index % 2 == 0 else -1]:
+      start = time.perf_counter()
+      steps_of[model]()
+      times[model].append(time.perf_counter() - start)
+  records = [finishes[model](times[model], firsts[model]) for model in COST_MODELS]
+  cost = records[0]['step_time_s'] / records[1]['step_time_s']
+  cost_min = records[0]['step_time_min_s'] / records[1]['step_time_min_s']
+  for record in records:
+    record.update(clan_cost=cost, clan_cost_min=cost_min, interleaved=True,
+                  peak_memory_bytes=None)
+  return records
 
 
 def _peak_rss() -> int:
@@ -325,6 +385,49 @@ def median_record(records: list[dict]) -> dict:
   chosen = dict(ranked[(len(ranked) - 1) // 2])
   chosen['images_per_sec_runs'] = [r['images_per_sec'] for r in good]
   return chosen
+
+
+def median_cost_run(runs: list) -> list[dict]:
+  """The --clan_cost run with the median ratio (its two records), every run's ratio alongside."""
+  good = [run for run in runs if isinstance(run, list)]
+  if not good:
+    return [runs[0]]
+  ranked = sorted(good, key=lambda run: run[0]['clan_cost'])
+  chosen = [dict(record) for record in ranked[(len(ranked) - 1) // 2]]
+  for record in chosen:
+    record['clan_cost_runs'] = [run[0]['clan_cost'] for run in good]
+  return chosen
+
+
+def format_cost_table(records: list[dict]) -> str:
+  """CLAN's cost per framework, variant and mode, and JAX's against torch's fastest eager."""
+  header = (f'{"framework":9} {"variant":22} {"mode":5} {"CLAN ms":>9} {"ResNet ms":>9} '
+            f'{"CLAN cost":>9} {"min":>6}  runs')
+  lines = [header, '-' * len(header)]
+  costs = {}
+  for r in records:
+    if 'error' in r:
+      lines.append(f'{r["framework"]:9} {r["variant"]:22} {r["mode"]:5} FAILED: {r["error"]}')
+    elif r['model'] == 'clan':
+      resnet = next(o for o in records if o.get('model') == 'resnet' and o.get('mode') == r['mode']
+                    and o['framework'] == r['framework'] and o.get('variant') == r['variant'])
+      runs = ' '.join(f'{c:.3f}' for c in r['clan_cost_runs'])
+      lines.append(f'{r["framework"]:9} {r["variant"]:22} {r["mode"]:5} '
+                   f'{r["step_time_s"] * 1e3:9.1f} {resnet["step_time_s"] * 1e3:9.1f} '
+                   f'{r["clan_cost"]:9.3f} {r["clan_cost_min"]:6.3f}  [{runs}]')
+      costs[(r['framework'], r['variant'], r['mode'])] = r['clan_cost']
+  for mode in sorted({mode for _, _, mode in costs}):
+    jax_cost = next((c for (f, _, m), c in costs.items() if f == 'jax' and m == mode), None)
+    torch_costs = {v: c for (f, v, m), c in costs.items()
+                   if f == 'torch' and m == mode and v in EAGER_VARIANTS}
+    if jax_cost and torch_costs:
+      variant, torch_cost = min(torch_costs.items(), key=lambda item: item[1])
+      lines.append(f'{mode}: CLAN costs {jax_cost:.3f}x ResNet in JAX, {torch_cost:.3f}x in '
+                   f'torch ({variant}, the lowest eager cost)')
+  lines.append('CLAN cost: CLAN\'s median step time over the plain ResNet\'s, the two alternated '
+               'in one process; the run with the median cost of --repeats runs; min: the '
+               'ratio of the fastest steps in that run.')
+  return '\n'.join(lines)
 
 
 def add_derived(records: list[dict], peak_tflops: float) -> None:
@@ -408,6 +511,8 @@ def main(argv: list[str]) -> None:
   if FLAGS.worker:
     spec = json.loads(FLAGS.worker)
     measure = measure_jax if spec['framework'] == 'jax' else measure_torch
+    if spec.get('clan_cost'):
+      measure = measure_clan_cost
     print(json.dumps(measure(spec)), flush=True)
     return
   _check_flags()
@@ -418,13 +523,14 @@ def main(argv: list[str]) -> None:
                         gpu=gpu_available(), torch_compile=FLAGS.torch_compile)
   base = {'model': FLAGS.model, 'depth': FLAGS.depth, 'image_size': FLAGS.image_size,
           'batch_size': FLAGS.batch_size, 'dtype': FLAGS.dtype, 'steps': FLAGS.steps,
-          'warmup': FLAGS.warmup, 'conv1x1_as_matmul': FLAGS.conv1x1_as_matmul,
-          'attention_impl': FLAGS.attention_impl, 'remat': FLAGS.remat}
+          'warmup': FLAGS.warmup, **{switch: FLAGS[switch].value for switch in SWITCHES}}
   records, started = [], time.time()
   for index, (framework, variant, mode) in enumerate(runs):
     spec = {**base, 'framework': framework, 'mode': mode}
     if FLAGS.host_devices:
       spec.update(devices=variant, host_devices=True)
+    if FLAGS.clan_cost:
+      spec['clan_cost'] = True
     spec['variant'] = jax_variant(spec) if framework == 'jax' else variant
     runs_of_spec = []
     for repeat in range(FLAGS.repeats):
@@ -432,9 +538,15 @@ def main(argv: list[str]) -> None:
             f'{FLAGS.repeats}; {time.time() - started:.0f} s elapsed)', file=sys.stderr,
             flush=True)
       runs_of_spec.append(run_worker(spec))
-    records.append(median_record(runs_of_spec))
-  add_derived(records, FLAGS.peak_tflops)
-  print(format_table(records))
+    if FLAGS.clan_cost:
+      records += median_cost_run(runs_of_spec)
+    else:
+      records.append(median_record(runs_of_spec))
+  if FLAGS.clan_cost:
+    print(format_cost_table(records))
+  else:
+    add_derived(records, FLAGS.peak_tflops)
+    print(format_table(records))
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(records, f, indent=1)

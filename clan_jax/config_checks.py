@@ -21,6 +21,10 @@ MODEL_FIELDS = ('name', 'depth', 'mid_stages', 'use_clca', 'use_clsa', 'clca_kin
                 'clca_dim', 'clca_heads', 'head_dim', 'fusion', 'head_loss_weights',
                 'dtype', 'conv1x1_as_matmul', 'attention_impl', 'remat')
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
+CLCA_ORDERS = ('auto', 'standard', 'folded')
+# Implementation switches added after configs were first saved (a run's config.json):
+# missing means the default, so older workdirs still load.
+OPTIONAL_MODEL_FIELDS = {'clca_order': 'auto'}
 
 
 def _get(config: Any, field: str, prefix: str) -> Any:
@@ -31,6 +35,13 @@ def _get(config: Any, field: str, prefix: str) -> Any:
     return getattr(config, field)
   raise ConfigError(f'{prefix}{field} is missing from the configuration; '
                     'start from configs/default.py, which sets every field.')
+
+
+def optional_model_field(model: Any, field: str) -> Any:
+  """An OPTIONAL_MODEL_FIELDS value of a model section, or its default when absent."""
+  if isinstance(model, dict):
+    return model.get(field, OPTIONAL_MODEL_FIELDS[field])
+  return getattr(model, field, OPTIONAL_MODEL_FIELDS[field])
 
 
 def _check_choice(value: Any, allowed: tuple, name: str) -> None:
@@ -94,6 +105,7 @@ def validate_model_config(model: Any, prefix: str = 'model.') -> None:
   _check_bool(values['conv1x1_as_matmul'], prefix + 'conv1x1_as_matmul')
   _check_bool(values['remat'], prefix + 'remat')
   _check_choice(values['attention_impl'], ATTENTION_IMPLS, prefix + 'attention_impl')
+  _check_choice(optional_model_field(model, 'clca_order'), CLCA_ORDERS, prefix + 'clca_order')
 
 
 def check_image_size(image_size: int, name: str = 'image size') -> None:

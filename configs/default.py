@@ -36,6 +36,9 @@ def get_model_config() -> ml_collections.ConfigDict:
   # CLCA's attention: 'auto' (cuDNN's fused kernel on a GPU in bfloat16, else XLA), 'xla',
   # 'cudnn'. Attention maps for visualisation always take the plain path.
   model.attention_impl = 'auto'
+  # CLCA's order of products: 'auto' (the fewer FLOPs for the input size), 'standard'
+  # (project the mid map to queries, attend, project back) or 'folded' (docs/MODEL.md).
+  model.clca_order = 'auto'
   model.remat = False  # Recompute each ResNet block in the backward pass: less memory.
   return model
 

@@ -3,12 +3,14 @@
 # JAX against the PyTorch twin's eager variants, 3 runs each (medians), then the train step on
 # 1, 2, 4 and 8 XLA host devices. Run it on an otherwise idle machine: about 15 minutes on 2 cores.
 #
-#   OUT=/tmp/cpu bash scripts/cpu_benchmark.sh       # STEPS, REPEATS, PYTHON override
+#   OUT=/tmp/cpu bash scripts/cpu_benchmark.sh       # STEPS, REPEATS, PYTHON, HOST_DEVICES override
+#   HOST_DEVICES= bash scripts/cpu_benchmark.sh       # without the host-device scaling
 set -u
 OUT=${OUT:-/tmp/clan_cpu_benchmark}
 PY=${PYTHON:-.venv/bin/python}
 STEPS=${STEPS:-5}
 REPEATS=${REPEATS:-3}
+HOST_DEVICES=${HOST_DEVICES-1,2,4,8}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 { date -u; lscpu | grep -E 'Model name|^CPU\(s\)'; $PY -c 'import jax, torch; print("jax",
@@ -18,5 +20,6 @@ for model in clan resnet; do
   $PY -m clan_jax.benchmark $common --model=$model --repeats="$REPEATS" \
     --json="$OUT/cpu_$model.json" 2>&1 | grep -v 'Unable to initialize' | tee -a "$OUT/log.txt"
 done
-$PY -m clan_jax.benchmark $common --model=clan --modes=train --host_devices=1,2,4,8 \
+[ -z "$HOST_DEVICES" ] && exit 0
+$PY -m clan_jax.benchmark $common --model=clan --modes=train --host_devices="$HOST_DEVICES" \
   --json="$OUT/cpu_scaling.json" 2>&1 | grep -v 'Unable to initialize' | tee -a "$OUT/log.txt"

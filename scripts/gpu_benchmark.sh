@@ -5,7 +5,7 @@
 #
 #   OUT=/tmp/gpu bash scripts/gpu_benchmark.sh     # SIZE, BATCH, DEPTH, STEPS, PEAK_TFLOPS override
 #   PHASES="jax_remat clan_eval" PARITY=0 bash scripts/gpu_benchmark.sh    # some phases only
-#   PHASES="clan_train jax_batch jax_no_triton_gemm" bash scripts/gpu_benchmark.sh  # the next GPU session's
+#   PHASES="clan_train jax_batch jax_no_triton_gemm jax_clca_folded" bash scripts/gpu_benchmark.sh  # next GPU session
 #
 # Phases run in order of importance and each writes its records when it ends ($OUT/<phase>.json),
 # so a run cut short keeps the phases before. Needs only jax, flax, optax, absl, numpy and torch.
@@ -62,6 +62,8 @@ run_phase() {
         --model=clan --modes=train --frameworks=jax
       XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" phase jax_remat_no_triton_gemm \
         --model=clan --modes=train --frameworks=jax --remat --batch_size=$((2 * BATCH)) ;;
+    jax_clca_folded)  # 'auto' keeps CLCA's standard order where cuDNN's attention runs (bf16).
+      phase jax_clca_folded --model=clan --modes=train,eval --frameworks=jax --clca_order=folded ;;
     *) echo "unknown phase $1" | log ;;
   esac
 }

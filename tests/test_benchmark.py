@@ -94,3 +94,34 @@ def test_end_to_end_records_and_model_flops(tmp_path):
   assert 0.7 * with_padding < records[2]['flops_per_step'] / 2 < with_padding
   assert 2.5 < records[0]['flops_per_step'] / records[2]['flops_per_step'] < 3.5
   assert 'torch' in done.stdout and 'jax' in done.stdout
+
+
+def test_clan_cost_alternates_the_two_models_in_one_process():
+  spec = {'framework': 'torch', 'variant': 'eager', 'depth': 18, 'mode': 'eval',
+          'image_size': 64, 'batch_size': 2, 'dtype': 'float32', 'steps': 3, 'warmup': 0}
+  clan, resnet = benchmark.measure_clan_cost(spec)
+  assert (clan['model'], resnet['model']) == ('clan', 'resnet')
+  assert clan['steps'] == resnet['steps'] == 3
+  assert clan['clan_cost'] == resnet['clan_cost'] == pytest.approx(
+      clan['step_time_s'] / resnet['step_time_s'])
+  assert clan['clan_cost_min'] == pytest.approx(clan['step_time_min_s'] / resnet['step_time_min_s'])
+  assert clan['peak_memory_bytes'] is None  # It would be both models' together.
+
+
+def _cost_run(framework, variant, cost, mode='eval'):
+  return [{'framework': framework, 'variant': variant, 'mode': mode, 'model': model,
+           'step_time_s': step, 'clan_cost': cost, 'clan_cost_min': cost}
+          for model, step in (('clan', cost), ('resnet', 1.0))]
+
+
+def test_clan_cost_takes_the_median_run_and_torchs_lowest_eager_cost():
+  chosen = benchmark.median_cost_run([_cost_run('jax', 'xla', c) for c in (1.3, 1.1, 1.2)]
+                                     + [{'error': 'exit status 1'}])
+  assert [r['clan_cost'] for r in chosen] == [1.2, 1.2]
+  assert chosen[0]['clan_cost_runs'] == [1.3, 1.1, 1.2]
+  records = chosen + [r for variant, cost in (('eager', 1.25), ('channels_last', 1.15),
+                                              ('compile', 1.0))  # Not eager: left out.
+                      for r in benchmark.median_cost_run([_cost_run('torch', variant, cost)])]
+  table = benchmark.format_cost_table(records)
+  assert ('eval: CLAN costs 1.200x ResNet in JAX, 1.150x in torch (channels_last, the lowest '
+          'eager cost)') in table

@@ -16,7 +16,8 @@ from clan_jax import torch_reference
 from clan_jax.convert import flax_to_torch, flax_to_torch_arrays, torch_to_flax
 from clan_jax.errors import ConfigError
 from clan_jax.models import create_model, multi_head_loss
-from clan_jax.models.clan import CrossAttentionContext, GlobalContext
+from clan_jax.models.clan import (CrossAttentionContext, GlobalContext,
+                                  folded_order_multiply_adds, standard_order_multiply_adds)
 from clan_jax.parity import compare, flax_outputs, twin_outputs
 from configs import default
 from torch_helpers import assert_close_to_scale, numpy_state_dict, randomize_, to_nchw
@@ -268,8 +269,9 @@ def test_backbone_only_loads_an_imagenet_resnet_into_clan():
 
 
 @pytest.mark.parametrize('switch', [{'conv1x1_as_matmul': False}, {'remat': True},
-                                    {'attention_impl': 'xla'}],
-                         ids=lambda s: next(iter(s)))
+                                    {'attention_impl': 'xla'}, {'clca_order': 'standard'},
+                                    {'clca_order': 'folded'}],
+                         ids=lambda s: '='.join(map(str, next(iter(s.items())))))
 def test_speed_switches_compute_the_same_function(switch):
   """The implementation switches keep the parameters, outputs and gradients (float32)."""
   reference_model = create_model(small_config(), NUM_CLASSES)
@@ -305,7 +307,40 @@ def test_attention_maps_path_and_fused_path_agree():
   fused = model.apply(variables, images, train=False)
   plain = model.apply(variables, images, train=False, return_attention=True)
   assert 'clca' in plain and 'clca' not in fused
+  for weights in plain['clca'].values():  # The setup keeps the attention soft.
+    assert float(jnp.mean(jnp.max(weights, axis=-1))) < 0.9
   np.testing.assert_allclose(fused['logits'], plain['logits'], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('heads', [1, 2])
+def test_folded_clca_order_is_the_standard_function(heads):
+  """The folded order: the same parameters (values too), outputs and attention maps as the
+  standard one, to float64 rounding."""
+  with jax.enable_x64(True):
+    images = jnp.asarray(_images(np.float64))
+    standard, folded = (create_model(small_config(clca_heads=heads, clca_order=order),
+                                     NUM_CLASSES) for order in ('standard', 'folded'))
+    initial = [m.init(jax.random.PRNGKey(0), images) for m in (standard, folded)]
+    assert jax.tree.all(jax.tree.map(np.array_equal, *initial))
+    variables = randomized_flax_variables(standard, images)
+    expected = standard.apply(variables, images, return_attention=True)
+    outputs = folded.apply(variables, images, return_attention=True)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(expected):
+      np.testing.assert_allclose(_leaf(outputs, path), leaf, rtol=1e-12, atol=1e-12,
+                                 err_msg=jax.tree_util.keystr(path))
+
+
+def test_auto_clca_order_takes_the_fewer_multiply_adds():
+  # CLAN-R50 at 224 px: layer2 (784 queries, 512 channels) over 49 keys, d=256.
+  assert folded_order_multiply_adds(784, 49, 512, 1, 256) == 52_183_040
+  assert standard_order_multiply_adds(784, 49, 512, 256) == 225_189_888
+  # Many keys and heads (a large top map): the standard order is cheaper.
+  assert folded_order_multiply_adds(784, 1024, 512, 8, 256) > standard_order_multiply_adds(
+      784, 1024, 512, 256)
+  one_head, eight_heads = CrossAttentionContext(256), CrossAttentionContext(256, heads=8)
+  assert one_head._folds(784, 49, 512, 'xla')
+  assert not one_head._folds(784, 49, 512, 'cudnn')  # cuDNN's fused kernel: standard.
+  assert not eight_heads._folds(784, 49, 512, 'xla')  # The folded attention runs per head.
 
 
 def _leaf(tree, path):
@@ -315,9 +350,16 @@ def _leaf(tree, path):
 
 
 def randomized_flax_variables(model, images):
-  """Random variables (CLCA's zero-initialised BN scale too), so that CLCA matters."""
+  """Random variables (CLCA's zero-initialised BN scale too), so that CLCA matters; kernels
+  scaled by 1/sqrt(fan-in), so that CLCA's attention stays far from one-hot and the
+  query-key path shows in the outputs and gradients."""
   variables = model.init(jax.random.PRNGKey(0), images, train=False)
   keys = iter(jax.random.split(jax.random.PRNGKey(1), len(jax.tree.leaves(variables))))
-  # 1-D leaves (BN scales and statistics, biases) near 1 and positive: variances stay valid.
-  return jax.tree.map(lambda x: (1.0 + 0.5 * jnp.abs(jax.random.normal(next(keys), x.shape)))
-                      if x.ndim == 1 else 0.5 * jax.random.normal(next(keys), x.shape), variables)
+
+  def randomize(x):
+    noise = jax.random.normal(next(keys), x.shape)
+    if x.ndim == 1:  # BN scales and statistics, biases: near 1 and positive (valid variances).
+      return 1.0 + 0.5 * jnp.abs(noise)
+    return noise / np.sqrt(np.prod(x.shape[:-1]))
+
+  return jax.tree.map(randomize, variables)

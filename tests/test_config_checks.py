@@ -51,6 +51,8 @@ def test_model_section_has_every_spec_field():
     ('head_loss_weights', {'top': 1.0, 'mid': -1.0, 'concat': 1.0},
      'model.head_loss_weights.mid=-1.0 is invalid'),
     ('head_loss_weights', {'top': 0.0, 'mid': 0.0, 'concat': 0.0}, 'are all zero'),
+    ('clca_order', 'reversed', "model.clca_order='reversed' is invalid; allowed values: "
+     "'auto', 'standard', 'folded'"),
 ])
 def test_invalid_model_values_name_the_field_and_the_allowed_values(field, value, expected):
   # A plain namespace: ConfigDict's own type checks would refuse some values first.
@@ -68,6 +70,15 @@ def test_any_object_with_the_fields_is_accepted():
   del fields['fusion']
   with pytest.raises(ConfigError, match='model.fusion is missing'):
     validate_model_config(fields)
+
+
+def test_a_config_saved_before_clca_order_existed_still_loads():
+  from clan_jax.models import create_model
+
+  fields = default.get_model_config().to_dict()
+  del fields['clca_order']  # A run's config.json from before the field.
+  validate_model_config(fields)
+  assert create_model(fields, 5).clca_order == 'auto'
 
 
 @pytest.mark.parametrize('size', [448, 224, 64, 32])

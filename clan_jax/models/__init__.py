@@ -10,7 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from clan_jax.config_checks import validate_model_config
+from clan_jax.config_checks import optional_model_field, validate_model_config
 from clan_jax.errors import ConfigError
 from clan_jax.models.clan import CLAN
 from clan_jax.models.loss import cross_entropy, multi_head_loss
@@ -51,7 +51,8 @@ def create_model(model_config: Any, num_classes: int) -> nn.Module:
               clca_kind=model_config.clca_kind, clca_dim=model_config.clca_dim,
               clca_heads=model_config.clca_heads, head_dim=model_config.head_dim,
               fusion=model_config.fusion, dtype=dtype,
-              attention_impl=model_config.attention_impl, **speed)
+              attention_impl=model_config.attention_impl,
+              clca_order=optional_model_field(model_config, 'clca_order'), **speed)
 
 
 __all__ = ['create_model', 'CLAN', 'ResNet', 'ResNetClassifier', 'stage_channels',

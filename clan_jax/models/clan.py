@@ -17,15 +17,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clan_jax.config_checks import check_image_size
-from clan_jax.models.layers import BatchNorm, Linear, compute_dtype, conv
+from clan_jax.config_checks import CLCA_ORDERS, check_image_size
+from clan_jax.models.layers import BatchNorm, Linear, compute_dtype, conv, pointwise_weights
 from clan_jax.models.resnet import ResNet, global_average_pool
 
 Dtype = Any
 
 
 class CrossAttentionContext(nn.Module):
-  """CLCA, 'cross_attention': every mid position attends over the top map's positions."""
+  """CLCA, 'cross_attention': every mid position attends over the top map's positions.
+
+  Two orders compute the same function with the same parameters (docs/MODEL.md):
+  'standard' projects the mid map to queries, attends, then projects the context back
+  (`out`); 'folded' multiplies the query and `out` kernels into the keys and values
+  instead, so that the attention runs in the mid map's channels and the two large
+  projections of the mid map disappear. 'auto' takes the one with fewer multiply-adds
+  for the static shapes, and 'standard' where cuDNN's fused attention will run.
+  """
   dim: int
   heads: int = 1
   dtype: Optional[Dtype] = None
@@ -33,6 +41,7 @@ class CrossAttentionContext(nn.Module):
   # jax.nn.dot_product_attention's implementation when the weights are not returned:
   # 'auto' (cuDNN's fused kernel on a GPU in bfloat16, else XLA), 'xla' or 'cudnn'.
   attention_impl: str = 'auto'
+  order: str = 'auto'  # CLCA_ORDERS.
 
   @nn.compact
   def __call__(self, mid: jax.Array, top: jax.Array, train: bool,
@@ -46,19 +55,78 @@ class CrossAttentionContext(nn.Module):
                as_matmul=self.conv1x1_as_matmul, name=name)(x)
       return y.reshape(batch, positions, self.heads, head_dim)  # Heads: contiguous chunks.
 
-    q = project('query', mid, mid_h * mid_w)
     k = project('key', top, top_positions)
     v = project('value', top, top_positions)
-    if return_attention:
-      context, attention = attention_with_weights(q, k, v)
+    implementation = None if return_attention else attention_implementation(
+        self.attention_impl, k.dtype)
+    if self._folds(mid_h * mid_w, top_positions, mid_channels, implementation):
+      y, attention = self._folded(mid, k, v)
     else:
-      context, attention = fused_attention(q, k, v, self.attention_impl), None
-    context = context.reshape(batch, mid_h, mid_w, self.dim)
-    y = conv(mid_channels, 1, dtype=self.dtype, as_matmul=self.conv1x1_as_matmul,
-             name='out')(context)
+      q = project('query', mid, mid_h * mid_w)
+      if return_attention:
+        context, attention = attention_with_weights(q, k, v)
+      else:
+        context, attention = fused_attention(q, k, v, implementation), None
+      context = context.reshape(batch, mid_h, mid_w, self.dim)
+      y = conv(mid_channels, 1, dtype=self.dtype, as_matmul=self.conv1x1_as_matmul,
+               name='out')(context)
     # BN scale 0: the block is the identity at initialisation.
     y = BatchNorm(scale_init=nn.initializers.zeros, name='bn')(y, train)
-    return mid + y.astype(mid.dtype), attention
+    return mid + y.astype(mid.dtype), (attention if return_attention else None)
+
+  def _folds(self, queries: int, keys: int, channels: int, implementation) -> bool:
+    if self.order not in CLCA_ORDERS:
+      raise ValueError(f'order={self.order!r}; allowed: {", ".join(CLCA_ORDERS)}.')
+    if self.order != 'auto':
+      return self.order == 'folded'
+    if implementation == 'cudnn':  # The fused kernel takes head widths up to 256.
+      return False
+    return folded_order_multiply_adds(queries, keys, channels, self.heads, self.dim) < (
+        standard_order_multiply_adds(queries, keys, channels, self.dim))
+
+  def _folded(self, mid: jax.Array, k: jax.Array, v: jax.Array):
+    """softmax((mid Wq + bq) k^T / sqrt(d)) v Wout, as softmax((mid (k Wq^T)^T + k bq) /
+    sqrt(d)) (v Wout): per image and head, keys x channels products instead of mid-sized
+    ones. Returns the block's output before BN and the weights (B, h, queries, keys)."""
+    batch, mid_h, mid_w, channels = mid.shape
+    _, _, heads, head_dim = k.shape
+    w_query, b_query = pointwise_weights(self.dim, in_features=channels, name='query')(channels)
+    w_out, _ = pointwise_weights(channels, name='out')(self.dim)
+    dtype = k.dtype
+    w_query = w_query.reshape(channels, heads, head_dim).astype(dtype)
+    w_out = w_out.reshape(heads, head_dim, channels).astype(dtype)
+    logits_dtype = compute_dtype(k)
+    key_in_mid = jnp.einsum('bkhd,chd->bhkc', k, w_query)
+    key_bias = jnp.einsum('bkhd,hd->bhk', k, b_query.reshape(heads, head_dim).astype(dtype),
+                          preferred_element_type=logits_dtype)
+    flat_mid = mid.reshape(batch, mid_h * mid_w, channels).astype(dtype)
+    logits = jnp.einsum('bqc,bhkc->bhqk', flat_mid, key_in_mid,
+                        preferred_element_type=logits_dtype) + key_bias[:, :, None, :]
+    attention = jax.nn.softmax(logits / math.sqrt(head_dim), axis=-1)
+    value_in_mid = jnp.einsum('bkhd,hdc->bhkc', v, w_out)
+    y = jnp.einsum('bhqk,bhkc->bqc', attention.astype(dtype), value_in_mid)
+    return y.reshape(batch, mid_h, mid_w, channels), attention
+
+
+def standard_order_multiply_adds(queries: int, keys: int, channels: int, dim: int) -> int:
+  """Multiply-adds per image of CLCA's order-dependent part, standard order: the query
+  and `out` projections of the mid map, and the attention in `dim` channels."""
+  return 2 * queries * channels * dim + 2 * queries * keys * dim
+
+
+def folded_order_multiply_adds(queries: int, keys: int, channels: int, heads: int,
+                               dim: int) -> int:
+  """The same in the folded order: the kernels folded into keys and values, and the
+  attention in the mid map's channels, per head."""
+  return 2 * keys * dim * channels + 2 * queries * keys * heads * channels
+
+
+def attention_implementation(requested: str, dtype) -> str:
+  """'auto' resolved: cuDNN's fused kernel on a GPU in bfloat16 or float16, else XLA."""
+  if requested != 'auto':
+    return requested
+  on_gpu = jax.default_backend() == 'gpu'
+  return 'cudnn' if on_gpu and dtype in (jnp.bfloat16, jnp.float16) else 'xla'
 
 
 def attention_with_weights(q: jax.Array, k: jax.Array, v: jax.Array):
@@ -77,9 +145,6 @@ def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, implementation: st
   float64 (parity checks) keeps the plain path: jax's XLA version accumulates in float32."""
   if q.dtype == jnp.float64:
     return attention_with_weights(q, k, v)[0]
-  if implementation == 'auto':
-    on_gpu = jax.default_backend() == 'gpu'
-    implementation = 'cudnn' if on_gpu and q.dtype in (jnp.bfloat16, jnp.float16) else 'xla'
   return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
 
 
@@ -155,6 +220,7 @@ class CLAN(nn.Module):
   dtype: Optional[Dtype] = None
   conv1x1_as_matmul: bool = True  # Implementation switches: the same parameters either way.
   attention_impl: str = 'auto'
+  clca_order: str = 'auto'
   remat: bool = False
 
   @property
@@ -179,7 +245,7 @@ class CLAN(nn.Module):
     if self.clca_kind == 'cross_attention':
       return CrossAttentionContext(self.clca_dim, self.clca_heads, dtype=self.dtype,
                                    conv1x1_as_matmul=self.conv1x1_as_matmul,
-                                   attention_impl=self.attention_impl)
+                                   attention_impl=self.attention_impl, order=self.clca_order)
     if self.clca_kind == 'global_context':
       return GlobalContext(self.clca_dim, dtype=self.dtype,
                            conv1x1_as_matmul=self.conv1x1_as_matmul)

@@ -29,6 +29,15 @@ def compute_dtype(x: jax.Array) -> Dtype:
   return jnp.promote_types(x.dtype, jnp.float32)
 
 
+def _conv_inits(kernel: int, in_features: Optional[int]) -> tuple[Callable, Callable]:
+  """(kernel_init, bias_init): torch's default Conv2d init with `in_features` (a biased conv),
+  else torchvision's kaiming-normal fan-out and no bias (a conv followed by BatchNorm)."""
+  if in_features is None:
+    return conv_kernel_init, nn.initializers.zeros
+  init = uniform_init(1.0 / math.sqrt(kernel * kernel * in_features))
+  return init, init
+
+
 def conv(features: int, kernel: int, stride: int = 1, *, in_features: Optional[int] = None,
          dtype: Optional[Dtype] = None, as_matmul: bool = False,
          name: Optional[str] = None) -> nn.Module:
@@ -42,10 +51,7 @@ def conv(features: int, kernel: int, stride: int = 1, *, in_features: Optional[i
   """
   pad = kernel // 2
   use_bias = in_features is not None
-  if use_bias:
-    kernel_init = bias_init = uniform_init(1.0 / math.sqrt(kernel * kernel * in_features))
-  else:
-    kernel_init, bias_init = conv_kernel_init, nn.initializers.zeros
+  kernel_init, bias_init = _conv_inits(kernel, in_features)
   if kernel == 1 and as_matmul:
     return PointwiseConv(features, stride, use_bias=use_bias, dtype=dtype,
                          kernel_init=kernel_init, bias_init=bias_init, name=name)
@@ -53,6 +59,24 @@ def conv(features: int, kernel: int, stride: int = 1, *, in_features: Optional[i
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
                  param_dtype=jnp.float32, kernel_init=kernel_init, bias_init=bias_init,
                  name=name)
+
+
+def pointwise_weights(features: int, *, in_features: Optional[int] = None,
+                      name: Optional[str] = None) -> nn.Module:
+  """The parameters `conv(features, 1, in_features=..., name=...)` would create, returned
+  (called with the input's channel count) as a matrix (in, out) and a bias or None,
+  for computations that fold the projection into other products."""
+  kernel_init, bias_init = _conv_inits(1, in_features)
+  return PointwiseWeights(features, use_bias=in_features is not None,
+                          kernel_init=kernel_init, bias_init=bias_init, name=name)
+
+
+def _pointwise_params(module: nn.Module, in_features: int, features: int, use_bias: bool,
+                      kernel_init: Callable, bias_init: Callable):
+  """nn.Conv's 1x1 parameters (kernel (1, 1, in, out), bias (out,)) as (matrix, bias or None)."""
+  kernel = module.param('kernel', kernel_init, (1, 1, in_features, features), jnp.float32)
+  bias = module.param('bias', bias_init, (features,), jnp.float32) if use_bias else None
+  return kernel.reshape(in_features, features), bias
 
 
 class PointwiseConv(nn.Module):
@@ -70,18 +94,29 @@ class PointwiseConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    in_features = x.shape[-1]
-    kernel = self.param('kernel', self.kernel_init, (1, 1, in_features, self.features),
-                        jnp.float32)
+    kernel, bias = _pointwise_params(self, x.shape[-1], self.features, self.use_bias,
+                                     self.kernel_init, self.bias_init)
     if self.stride > 1:
       x = x[:, ::self.stride, ::self.stride, :]
     dtype = self.dtype or jnp.result_type(x, kernel)
-    y = jax.lax.dot_general(x.astype(dtype),
-                            kernel.reshape(in_features, self.features).astype(dtype),
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
                             (((x.ndim - 1,), (0,)), ((), ())))
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,), jnp.float32).astype(dtype)
+    if bias is not None:
+      y = y + bias.astype(dtype)
     return y
+
+
+class PointwiseWeights(nn.Module):
+  """A 1x1 convolution's parameters, not applied (see `pointwise_weights`)."""
+  features: int
+  use_bias: bool = False
+  kernel_init: Callable = conv_kernel_init
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, Optional[jax.Array]]:
+    return _pointwise_params(self, in_features, self.features, self.use_bias,
+                             self.kernel_init, self.bias_init)
 
 
 class BatchNorm(nn.Module):
