@@ -62,6 +62,8 @@ def gather_shapes(model_config: Any, num_classes: int, image_size: int) -> Shape
 
   check_image_size(image_size, '--image_size')
   model = create_model(model_config, num_classes)
+  if isinstance(model, CLAN):  # The picture draws CLCA's textbook order (q, then A v, then out).
+    model = model.clone(clca_order='standard')
   if not isinstance(model, CLAN):
     raise UserError("the architecture picture is CLAN's; model.name='resnet' is the plain "
                     'classifier (GAP -> fc). Use --config.model.name=clan.')
