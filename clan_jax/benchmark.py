@@ -2,11 +2,15 @@
 
     python -m clan_jax.benchmark [--model=clan|resnet --depth=50 --image_size=224
         --batch_size=8 --dtype=float32 --steps=10 --repeats=1 --peak_tflops=0 --json=PATH]
+    python -m clan_jax.benchmark --clan_cost [--repeats=5 ...]   # CLAN's cost over ResNet
 
 Times the train step (forward, multi-head loss, backward, SGD update of CLAN_SPEC's
 recipe) and the eval forward on one in-memory uint8 batch (no TFDS, TensorFlow, clu or
 ml_collections: it runs on a bare GPU image). Each framework, variant and mode runs in its
 own subprocess, so that compilation caches and peak memory do not leak between them.
+--clan_cost instead builds CLAN and the plain ResNet in one process per framework, variant
+and mode and alternates their steps (measure_clan_cost): a ratio between processes run
+minutes apart on a shared machine carries its drift.
 
 JAX: clan_jax.steps.train_step, jitted with the state donated, in --dtype. PyTorch: the twin
 (clan_jax.torch_reference) in the variants 'eager' (NCHW, float32), 'channels_last'
