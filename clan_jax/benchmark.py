@@ -570,6 +570,9 @@ def _check_flags() -> None:
     if not n.isdigit() or int(n) < 1 or FLAGS.batch_size % int(n):
       raise app.UsageError(f'--host_devices={n}: each must be a positive integer that divides '
                            f'--batch_size={FLAGS.batch_size}.')
+  if FLAGS.clan_cost and FLAGS.host_devices:
+    raise app.UsageError('--clan_cost and --host_devices measure different things; run them '
+                         'separately.')
   if FLAGS.steps < 1 or FLAGS.repeats < 1 or FLAGS.batch_size < 2:
     raise app.UsageError('--steps and --repeats must be >= 1, --batch_size >= 2 (BatchNorm).')
 

@@ -125,3 +125,12 @@ def test_clan_cost_takes_the_median_run_and_torchs_lowest_eager_cost():
   table = benchmark.format_cost_table(records)
   assert ('eval: CLAN costs 1.200x ResNet in JAX, 1.150x in torch (channels_last, the lowest '
           'eager cost)') in table
+
+
+def test_clan_cost_refuses_host_devices_with_a_usage_message():
+  done = subprocess.run([sys.executable, '-m', 'clan_jax.benchmark', '--clan_cost',
+                         '--host_devices=1,2'], cwd=REPO_ROOT, capture_output=True, text=True,
+                        timeout=120)
+  assert done.returncode != 0
+  assert '--clan_cost and --host_devices measure different things' in done.stderr
+  assert 'Traceback' not in done.stderr
