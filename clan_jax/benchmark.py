@@ -3,6 +3,7 @@
     python -m clan_jax.benchmark [--model=clan|resnet --depth=50 --image_size=224
         --batch_size=8 --dtype=float32 --steps=10 --repeats=1 --peak_tflops=0 --json=PATH]
     python -m clan_jax.benchmark --clan_cost [--repeats=5 ...]   # CLAN's cost over ResNet
+    python -m clan_jax.benchmark --frameworks=jax --profile_steps=3   # where JAX's time goes
 
 Times the train step (forward, multi-head loss, backward, SGD update of CLAN_SPEC's
 recipe) and the eval forward on one in-memory uint8 batch (no TFDS, TensorFlow, clu or
@@ -23,7 +24,9 @@ call's time ('compile_s': XLA compilation for JAX; for torch the first step, whi
 torch.compile's or cuDNN's start-up), peak memory (device memory on a GPU, the process's
 peak RSS on a CPU), and the model's FLOPs per step from XLA's cost analysis of the lowered
 JAX step (2 per multiply-add; the same figure is used for torch) with MFU = FLOP/s over
---peak_tflops.
+--peak_tflops. --profile_steps=N traces N more JAX steps with jax.profiler and adds
+`op_profile` to the record: milliseconds per step by kind of XLA op and for the costliest
+ops (clan_jax.op_profile).
 """
 
 import json
@@ -82,6 +85,11 @@ flags.DEFINE_list('host_devices', [], 'Scaling: JAX alone on each of these numbe
 flags.DEFINE_bool('clan_cost', False, 'Measure CLAN\'s cost over the plain ResNet (--model does '
                   'not apply): both models in one process per framework, variant and mode, '
                   'their steps alternated; the median of --repeats runs of the step-time ratio.')
+flags.DEFINE_integer('profile_steps', 0, 'JAX: after the timed steps, trace this many more with '
+                     'jax.profiler and print where their time goes, per XLA op and per kind '
+                     'of op (clan_jax.op_profile); 0: no trace.')
+flags.DEFINE_string('profile_dir', '', 'JAX: keep the --profile_steps trace here (for '
+                    'TensorBoard, XProf or Perfetto); empty: a temporary directory.')
 flags.DEFINE_string('json', '', 'Also write the records (a JSON list) to this file.')
 flags.DEFINE_string('worker', '', 'Internal: run one measurement given as JSON.')
 FLAGS = flags.FLAGS
@@ -132,15 +140,26 @@ def model_flops(lowered) -> Optional[float]:
 
 
 def measure_jax(spec: dict) -> dict:
-  step, finish = build_jax_step(spec)
+  step, finish, compiled = build_jax_step(spec)
   _, times = time_steps(step, spec['steps'], spec['warmup'])
-  return finish(times)
+  record = finish(times)
+  if spec.get('profile_steps'):  # After the timed steps: tracing slows the steps it sees.
+    from clan_jax import op_profile
+
+    try:
+      record['op_profile'] = op_profile.profile(step, compiled.as_text(),
+                                                spec['profile_steps'],
+                                                logdir=spec.get('profile_dir') or None)
+    except Exception as error:  # pylint: disable=broad-except  # The timing stands.
+      record['op_profile_error'] = f'{type(error).__name__}: {error}'
+      print(f'the profile failed: {record["op_profile_error"]}', file=sys.stderr)
+  return record
 
 
 def build_jax_step(spec: dict):
-  """(step, finish): the jitted step over a mesh of spec['devices'] devices (default 1), the
-  batch sharded over 'data', the state replicated and donated, as clan_jax.train compiles
-  it (compiled here); finish(step times in s) makes the record."""
+  """(step, finish, compiled): the jitted step over a mesh of spec['devices'] devices
+  (default 1), the batch sharded over 'data', the state replicated and donated, as
+  clan_jax.train compiles it (compiled here); finish(step times in s) makes the record."""
   import functools
 
   import jax
@@ -200,7 +219,7 @@ def build_jax_step(spec: dict):
       record.update(peak_memory_bytes=_peak_rss(), memory_kind='host_rss')
     return record
 
-  return step, finish
+  return step, finish, compiled
 
 
 def jax_variant(spec: dict) -> str:
@@ -304,7 +323,7 @@ def measure_clan_cost(spec: dict) -> list[dict]:
     model_spec = {**spec, 'model': model}
     if spec['framework'] == 'jax':
       model_spec['variant'] = jax_variant(model_spec)
-      steps_of[model], finish = build_jax_step(model_spec)
+      steps_of[model], finish, _ = build_jax_step(model_spec)
       finishes[model] = lambda t, first, finish=finish: finish(t)
     else:
       steps_of[model], finishes[model] = build_torch_step(model_spec)
@@ -495,6 +514,13 @@ def format_table(records: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+def op_profile_text(record: dict) -> str:
+  from clan_jax import op_profile
+
+  title = f'{record["model"]} {record["mode"]}, {record["variant"]}, {record["dtype"]}'
+  return op_profile.format_profile(record['op_profile'], title)
+
+
 def gpu_available() -> bool:
   """Whether torch or JAX sees a GPU, asked in a subprocess (JAX's backend is not started here)."""
   probe = ('import importlib.util as u\n'
@@ -527,7 +553,9 @@ def main(argv: list[str]) -> None:
                         gpu=gpu_available(), torch_compile=FLAGS.torch_compile)
   base = {'model': FLAGS.model, 'depth': FLAGS.depth, 'image_size': FLAGS.image_size,
           'batch_size': FLAGS.batch_size, 'dtype': FLAGS.dtype, 'steps': FLAGS.steps,
-          'warmup': FLAGS.warmup, **{switch: FLAGS[switch].value for switch in SWITCHES}}
+          'warmup': FLAGS.warmup, 'profile_steps': FLAGS.profile_steps,
+          'profile_dir': FLAGS.profile_dir,
+          **{switch: FLAGS[switch].value for switch in SWITCHES}}
   records, started = [], time.time()
   for index, (framework, variant, mode) in enumerate(runs):
     spec = {**base, 'framework': framework, 'mode': mode}
@@ -551,6 +579,11 @@ def main(argv: list[str]) -> None:
   else:
     add_derived(records, FLAGS.peak_tflops)
     print(format_table(records))
+    for r in records:
+      if r.get('op_profile'):
+        print(op_profile_text(r))
+      elif r.get('op_profile_error'):
+        print(f'{r["model"]} {r["mode"]}: no profile ({r["op_profile_error"]})')
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(records, f, indent=1)
@@ -570,6 +603,9 @@ def _check_flags() -> None:
     if not n.isdigit() or int(n) < 1 or FLAGS.batch_size % int(n):
       raise app.UsageError(f'--host_devices={n}: each must be a positive integer that divides '
                            f'--batch_size={FLAGS.batch_size}.')
+  if FLAGS.profile_steps < 0 or (FLAGS.profile_steps and FLAGS.clan_cost):
+    raise app.UsageError('--profile_steps must be >= 0, and profiles one model per process: '
+                         'not with --clan_cost.')
   if FLAGS.clan_cost and FLAGS.host_devices:
     raise app.UsageError('--clan_cost and --host_devices measure different things; run them '
                          'separately.')

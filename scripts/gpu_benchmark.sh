@@ -5,7 +5,7 @@
 #
 #   OUT=/tmp/gpu bash scripts/gpu_benchmark.sh     # SIZE, BATCH, DEPTH, STEPS, PEAK_TFLOPS override
 #   PHASES="jax_remat clan_eval" PARITY=0 bash scripts/gpu_benchmark.sh    # some phases only
-#   PHASES="clan_train jax_batch jax_no_triton_gemm jax_clca_folded" bash scripts/gpu_benchmark.sh  # next GPU session
+#   PHASES="jax_profile jax_batch jax_no_triton_gemm jax_clca_folded" bash scripts/gpu_benchmark.sh  # next GPU session
 #
 # Phases run in order of importance and each writes its records when it ends ($OUT/<phase>.json),
 # so a run cut short keeps the phases before. Needs only jax, flax, optax, absl, numpy and torch.
@@ -43,6 +43,8 @@ phase() {  # phase NAME ARGS...: one benchmark run; its table in the log, its re
 }
 run_phase() {
   case $1 in
+    jax_profile)  # JAX's train step, then 3 traced steps: time per kind of XLA op and top ops.
+      phase jax_profile --model=clan --modes=train --frameworks=jax --profile_steps=3 ;;
     clan_train) phase clan_train --model=clan --modes=train --torch_variants=channels_last,amp_bf16 ;;
     clan_train_compile)  # Torch only: the JAX figure is clan_train's.
       phase clan_train_compile --model=clan --modes=train --frameworks=torch --torch_variants=compile ;;

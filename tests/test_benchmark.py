@@ -3,6 +3,7 @@ and its FLOP count is the model's."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -75,7 +76,8 @@ def test_end_to_end_records_and_model_flops(tmp_path):
   out = tmp_path / 'records.json'
   cmd = [sys.executable, '-m', 'clan_jax.benchmark', '--model=resnet', '--depth=18',
          '--image_size=64', '--batch_size=2', '--steps=1', '--warmup=0', '--modes=train,eval',
-         '--torch_variants=eager', f'--json={out}']
+         '--torch_variants=eager', f'--json={out}', '--profile_steps=1',
+         f'--profile_dir={tmp_path / "trace"}']
   flags = '--xla_cpu_enable_fast_math=false'  # XLA:CPU's default: recorded, changes nothing.
   done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                         env={**os.environ, 'XLA_FLAGS': flags})
@@ -94,6 +96,13 @@ def test_end_to_end_records_and_model_flops(tmp_path):
   assert 0.7 * with_padding < records[2]['flops_per_step'] / 2 < with_padding
   assert 2.5 < records[0]['flops_per_step'] / records[2]['flops_per_step'] < 3.5
   assert 'torch' in done.stdout and 'jax' in done.stdout
+  for record in records:  # --profile_steps: JAX's records say where the step's time went.
+    profile = record.get('op_profile')
+    assert (profile is not None) == (record['framework'] == 'jax')
+    if profile:
+      assert profile['steps'] == 1 and profile['categories']['convolution'] > 0
+      assert pathlib.Path(profile['trace']).is_file()
+  assert 'Where the step\'s time goes (resnet eval, xla, float32)' in done.stdout
 
 
 def test_clan_cost_alternates_the_two_models_in_one_process():
@@ -133,4 +142,12 @@ def test_clan_cost_refuses_host_devices_with_a_usage_message():
                         timeout=120)
   assert done.returncode != 0
   assert '--clan_cost and --host_devices measure different things' in done.stderr
+  assert 'Traceback' not in done.stderr
+
+
+def test_profile_steps_refuse_clan_cost_with_a_usage_message():
+  done = subprocess.run([sys.executable, '-m', 'clan_jax.benchmark', '--clan_cost',
+                         '--profile_steps=2'], cwd=REPO_ROOT, capture_output=True, text=True,
+                        timeout=120)
+  assert done.returncode != 0 and 'not with --clan_cost' in done.stderr
   assert 'Traceback' not in done.stderr

@@ -1,0 +1,293 @@
+"""Where a jitted step's time goes: a jax.profiler trace of a few steps, summed per XLA op
+and per kind of op (convolution, matmul, attention, reduction, elementwise, data movement,
+collective), with the device's busy time against the step's wall time.
+
+    summary = op_profile.profile(step, compiled.as_text(), steps=3, logdir=None)
+    print(op_profile.format_profile(summary))
+
+Reads the trace with jax.profiler.ProfileData (no TensorBoard needed, so it runs on a bare
+GPU image). Device planes (/device:GPU:0, TPU) are preferred; on a CPU the XLA thunks of
+the host plane are used. Each event counts its self time (time not inside a nested event
+on the same line), so nested events are not counted twice. An event is attributed to an
+HLO instruction by its `hlo_op` stat, an `hlo_op=` in its annotation, or its name (a GPU
+kernel is named after its fusion, with `.` as `_`); the instruction's kind comes from the
+compiled module's text.
+"""
+
+import collections
+import glob
+import os
+import re
+import tempfile
+import time
+from typing import Callable, Iterable, Optional
+
+CATEGORIES = ('convolution', 'matmul', 'attention', 'reduction', 'elementwise',
+              'data movement', 'collective', 'other')
+
+_MOVEMENT = {'copy', 'transpose', 'pad', 'slice', 'concatenate', 'dynamic-slice',
+             'dynamic-update-slice', 'reverse', 'broadcast', 'gather', 'scatter', 'copy-start',
+             'copy-done', 'bitcast', 'reshape', 'iota'}
+_PLUMBING = {'parameter', 'constant', 'tuple', 'get-tuple-element', 'bitcast'}
+_REDUCTION = {'reduce', 'reduce-window', 'select-and-scatter', 'sort'}
+_COLLECTIVE = ('all-reduce', 'all-gather', 'reduce-scatter', 'collective-permute', 'all-to-all')
+_CONTROL = {'while', 'conditional', 'call', 'async-start', 'async-done', 'custom-call'}
+_HEADER = re.compile(r'^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$')
+_INSTRUCTION = re.compile(r'^\s+(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$')
+
+
+# ------------------------------------------------------------------ the compiled module
+
+def _opcode_and_attributes(rest: str) -> tuple[str, str]:
+  """('fusion', 'kind=kLoop, calls=...') from the text after `name = ` (shape, opcode(...))."""
+  if rest.startswith('('):  # A tuple shape: skip to its closing parenthesis.
+    depth = 0
+    for index, char in enumerate(rest):
+      depth += (char == '(') - (char == ')')
+      if depth == 0:
+        rest = rest[index + 1:]
+        break
+  else:
+    rest = rest.split(' ', 1)[1] if ' ' in rest else ''
+  match = re.match(r'\s*([a-z][\w\-]*)\(', rest)
+  return (match.group(1), rest[match.end():]) if match else ('', rest)
+
+
+def _parse_module(hlo_text: str):
+  """({instruction: (opcode, attributes)}, {computation: [instruction names]})."""
+  instructions, computations, current = {}, {}, None
+  for line in hlo_text.splitlines():
+    if not line.startswith(' '):
+      header = _HEADER.match(line)
+      current = header.group(1) if header else None
+      if current:
+        computations[current] = []
+      continue
+    match = _INSTRUCTION.match(line)
+    if match and current is not None:
+      instructions[match.group(1)] = _opcode_and_attributes(match.group(2))
+      computations[current].append(match.group(1))
+  return instructions, computations
+
+
+def _custom_call_category(attributes: str) -> str:
+  target = re.search(r'custom_call_target="([^"]*)"', attributes)
+  target = target.group(1).lower() if target else ''
+  if 'fmha' in target or 'attention' in target or 'flash' in target:
+    return 'attention'
+  if 'conv' in target:
+    return 'convolution'
+  if any(word in target for word in ('gemm', 'matmul', 'cublas', 'dot')):
+    return 'matmul'
+  return 'other'
+
+
+def hlo_op_categories(hlo_text: str) -> dict[str, str]:
+  """Each instruction of an optimised HLO module (`compiled.as_text()`) -> its category.
+  A fusion takes the heaviest kind among the instructions it calls: convolution, attention,
+  matmul, reduction; one that only moves data is 'data movement'; else 'elementwise'."""
+  instructions, computations = _parse_module(hlo_text)
+  memo: dict[str, str] = {}
+
+  def of_instruction(name: str, seen: frozenset) -> str:
+    if name in memo:
+      return memo[name]
+    opcode, attributes = instructions[name]
+    if opcode == 'convolution':
+      category = 'convolution'
+    elif opcode == 'dot':
+      category = 'matmul'
+    elif opcode == 'custom-call':
+      category = _custom_call_category(attributes)
+    elif opcode.startswith(_COLLECTIVE):
+      category = 'collective'
+    elif opcode in _REDUCTION:
+      category = 'reduction'
+    elif opcode in _MOVEMENT:
+      category = 'data movement'
+    elif opcode == 'fusion':
+      called = re.search(r'calls=%?([\w.\-]+)', attributes)
+      category = of_fusion(called.group(1), seen) if called else 'other'
+    elif opcode in _CONTROL:
+      category = 'other'
+    else:
+      category = 'elementwise'
+    memo[name] = category
+    return category
+
+  def of_fusion(computation: str, seen: frozenset) -> str:
+    if computation in seen or computation not in computations:
+      return 'other'
+    seen = seen | {computation}
+    members = [n for n in computations[computation] if instructions[n][0] not in _PLUMBING]
+    kinds = {of_instruction(n, seen) for n in members}
+    for category in ('convolution', 'attention', 'matmul', 'collective', 'reduction'):
+      if category in kinds:
+        return category
+    if kinds and kinds <= {'data movement'}:
+      return 'data movement'
+    return 'elementwise'
+
+  return {name: of_instruction(name, frozenset()) for name in instructions}
+
+
+def _kernel_name_key(name: str) -> str:
+  """A GPU kernel's name compared with an HLO name: LLVM turns `.` and `-` into `_`."""
+  return re.sub(r'[^0-9A-Za-z]', '_', name)
+
+
+# ----------------------------------------------------------------------------- the trace
+
+def self_times(events: Iterable[tuple[int, int, str]]) -> dict[int, int]:
+  """{index: self duration} of (start, duration, name) events on one timeline line: each
+  event's duration less that of the events nested inside it."""
+  ordered = sorted(enumerate(events), key=lambda item: (item[1][0], -item[1][1]))
+  own, stack = {}, []
+  for index, (start, duration, _) in ordered:
+    own[index] = duration
+    while stack and start >= stack[-1][1]:
+      stack.pop()
+    if stack:
+      own[stack[-1][0]] -= duration
+    stack.append((index, start + duration))
+  return own
+
+
+def _union_ns(intervals: list[tuple[int, int]]) -> int:
+  total, end = 0, None
+  for start, stop in sorted(intervals):
+    if end is None or start > end:
+      total += stop - start
+      end = stop
+    elif stop > end:
+      total += stop - end
+      end = stop
+  return total
+
+
+def _hlo_op_of(event, known: dict[str, str]) -> Optional[str]:
+  for key, value in event.stats:
+    if key == 'hlo_op' and isinstance(value, str):
+      return value
+    if isinstance(value, str) and 'hlo_op=' in value:
+      return re.findall(r'hlo_op=([^,#\s]+)', value)[-1]
+  return known.get(_kernel_name_key(event.name))
+
+
+def _timeline_planes(planes) -> list:
+  """The device planes if the trace has any with events, else the host CPU plane."""
+  planes = list(planes)  # ProfileData yields them once.
+  device = [p for p in planes if p.name.startswith('/device:') and any(
+      True for line in p.lines for _ in line.events)]
+  return device or [p for p in planes if p.name == '/host:CPU']
+
+
+def op_times(xplane_path: str, hlo_text: str) -> dict:
+  """Self time and calls per op of the trace at `xplane_path`, with the union of the busy
+  intervals, on the device planes (else the host's XLA thunks)."""
+  from jax.profiler import ProfileData
+
+  known = {_kernel_name_key(name): name for name in hlo_op_categories(hlo_text)}
+  per_op = collections.defaultdict(lambda: [0, 0])  # op -> [self ns, calls]
+  planes = _timeline_planes(ProfileData.from_file(xplane_path).planes)
+  busy = []
+  for plane in planes:
+    on_device = plane.name.startswith('/device:')
+    for line in plane.lines:
+      events = [e for e in line.events if e.name and not e.name.startswith('end: ')]
+      ops = [_hlo_op_of(e, known) or (e.name if on_device else None) for e in events]
+      timed = [(e.start_ns, e.duration_ns, op) for e, op in zip(events, ops) if op]
+      for index, own in self_times(timed).items():
+        start, duration, op = timed[index]
+        per_op[op][0] += own
+        per_op[op][1] += 1
+        busy.append((start, start + duration))
+  return {'planes': [p.name for p in planes], 'per_op': dict(per_op),
+          'busy_ns': _union_ns(busy)}
+
+
+def summarize(times: dict, hlo_text: str, steps: int, step_time_s: float, top: int) -> dict:
+  """Per step: milliseconds per category and for the `top` costliest ops; busy time."""
+  categories = hlo_op_categories(hlo_text)
+  by_category = dict.fromkeys(CATEGORIES, 0.0)
+  rows = []
+  for op, (ns, calls) in times['per_op'].items():
+    category = categories.get(op, 'other')
+    by_category[category] += ns / steps / 1e6
+    rows.append({'op': op, 'category': category, 'ms_per_step': ns / steps / 1e6,
+                 'calls_per_step': calls / steps})
+  op_ms = sum(by_category.values())
+  rows.sort(key=lambda row: -row['ms_per_step'])
+  return {'planes': times['planes'], 'steps': steps, 'step_ms': step_time_s * 1e3,
+          'op_ms_per_step': op_ms, 'busy_ms_per_step': times['busy_ns'] / steps / 1e6,
+          'categories': {c: ms for c, ms in by_category.items() if ms > 0},
+          'top_families': op_families(rows)[:top], 'top_ops': rows[:top], 'ops': len(rows)}
+
+
+def op_families(rows: list[dict]) -> list[dict]:
+  """Ops summed by name without XLA's numeric suffix (`copy_bitcast_fusion.43` ->
+  `copy_bitcast_fusion`) and kind: the same fusion pattern repeated through the network."""
+  families = {}
+  for row in rows:
+    key = (re.sub(r'[._]\d+$', '', row['op']), row['category'])
+    family = families.setdefault(key, {'family': key[0], 'category': key[1],
+                                       'ms_per_step': 0.0, 'ops': 0})
+    family['ms_per_step'] += row['ms_per_step']
+    family['ops'] += 1
+  return sorted(families.values(), key=lambda family: -family['ms_per_step'])
+
+
+def trace_steps(step: Callable[[], None], steps: int, logdir: str) -> tuple[str, float]:
+  """(path of the trace's .xplane.pb, median wall time of a traced step in s)."""
+  import statistics
+
+  import jax
+
+  times = []
+  jax.profiler.start_trace(logdir)
+  try:
+    for _ in range(steps):
+      start = time.perf_counter()
+      step()
+      times.append(time.perf_counter() - start)
+  finally:
+    jax.profiler.stop_trace()
+  paths = sorted(glob.glob(os.path.join(logdir, '**', '*.xplane.pb'), recursive=True),
+                 key=os.path.getmtime)
+  if not paths:
+    raise RuntimeError(f'jax.profiler wrote no .xplane.pb under {logdir}')
+  return paths[-1], statistics.median(times)
+
+
+def profile(step: Callable[[], None], hlo_text: str, steps: int,
+            logdir: Optional[str] = None, top: int = 15) -> dict:
+  """Trace `steps` calls of `step` (which must block until done) and summarise them by the
+  compiled module `hlo_text`. The trace stays in `logdir` if given (TensorBoard, XProf or
+  Perfetto open it), else it goes to a temporary directory that is removed."""
+  with tempfile.TemporaryDirectory() as scratch:
+    path, step_time_s = trace_steps(step, steps, logdir or scratch)
+    summary = summarize(op_times(path, hlo_text), hlo_text, steps, step_time_s, top)
+  if logdir:
+    summary['trace'] = path
+  return summary
+
+
+def format_profile(summary: dict, title: str = '', top_families: int = 8) -> str:
+  """Categories and top ops as text, in milliseconds per step."""
+  op_ms, step_ms = summary['op_ms_per_step'], summary['step_ms']
+  lines = [f'Where the step\'s time goes{" (" + title + ")" if title else ""}: '
+           f'{summary["steps"]} traced steps on {", ".join(summary["planes"])}; '
+           f'step {step_ms:.1f} ms wall (traced), ops {op_ms:.1f} ms, busy '
+           f'{summary["busy_ms_per_step"]:.1f} ms per step']
+  for category, ms in sorted(summary['categories'].items(), key=lambda item: -item[1]):
+    lines.append(f'  {category:14} {ms:9.2f} ms  {100 * ms / op_ms:5.1f} %')
+  lines.append('  top families (ops that differ only in their number):')
+  for family in summary['top_families'][:top_families]:
+    ms = family['ms_per_step']
+    lines.append(f'  {ms:9.2f} ms  {100 * ms / op_ms:5.1f} %  {family["ops"]:4d} ops  '
+                 f'{family["category"]:14} {family["family"]}')
+  lines.append(f'  top ops of {summary["ops"]}:')
+  for row in summary['top_ops']:
+    lines.append(f'  {row["ms_per_step"]:9.2f} ms  {100 * row["ms_per_step"] / op_ms:5.1f} %  '
+                 f'x{row["calls_per_step"]:<4g} {row["category"]:14} {row["op"]}')
+  return '\n'.join(lines)
