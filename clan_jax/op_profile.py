@@ -11,7 +11,8 @@ the host plane are used. Each event counts its self time (time not inside a nest
 on the same line), so nested events are not counted twice. An event is attributed to an
 HLO instruction by its `hlo_op` stat, an `hlo_op=` in its annotation, or its name (a GPU
 kernel is named after its fusion, with `.` as `_`); the instruction's kind comes from the
-compiled module's text.
+compiled module's text. A library kernel that no instruction is named after (cuDNN, cuBLAS
+inside a CUDA graph) is sorted by words in its name.
 """
 
 import collections
@@ -131,6 +132,24 @@ def hlo_op_categories(hlo_text: str) -> dict[str, str]:
   return {name: of_instruction(name, frozenset()) for name in instructions}
 
 
+_KERNEL_WORDS = (  # Library kernels without an HLO name (e.g. inside a CUDA graph).
+    ('attention', ('fmha', 'flash', 'attention')),
+    ('convolution', ('conv', 'fprop', 'dgrad', 'wgrad', 'implicit_gemm')),
+    ('matmul', ('gemm', 'cutlass', 'cublas', 'nvjet', 'matmul')),
+    ('collective', ('nccl',)),
+    ('data movement', ('memcpy', 'memset', 'transpose')),
+)
+
+
+def kernel_name_category(name: str) -> str:
+  """A device kernel's kind from its name, for kernels no HLO instruction is named after."""
+  lowered = name.lower()
+  for category, words in _KERNEL_WORDS:
+    if any(word in lowered for word in words):
+      return category
+  return 'other'
+
+
 def _kernel_name_key(name: str) -> str:
   """A GPU kernel's name compared with an HLO name: LLVM turns `.` and `-` into `_`."""
   return re.sub(r'[^0-9A-Za-z]', '_', name)
@@ -212,7 +231,7 @@ def summarize(times: dict, hlo_text: str, steps: int, step_time_s: float, top: i
   by_category = dict.fromkeys(CATEGORIES, 0.0)
   rows = []
   for op, (ns, calls) in times['per_op'].items():
-    category = categories.get(op, 'other')
+    category = categories.get(op) or kernel_name_category(op)
     by_category[category] += ns / steps / 1e6
     rows.append({'op': op, 'category': category, 'ms_per_step': ns / steps / 1e6,
                  'calls_per_step': calls / steps})

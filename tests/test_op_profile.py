@@ -71,6 +71,16 @@ def test_kinds_of_a_gpu_style_module():
   assert set(kinds.values()) <= set(op_profile.CATEGORIES)
 
 
+def test_library_kernels_without_an_hlo_name_are_sorted_by_name():
+  assert [op_profile.kernel_name_category(name) for name in (
+      'sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc',
+      'sm90_xmma_wgrad_implicit_gemm_bf16', 'nvjet_hsh_128x256_64x4_2x1_v_bz_coopA_NTN',
+      'cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16', 'ncclDevKernel_AllReduce',
+      'Memcpy DtoD (Device -> Device)', 'some_custom_kernel')] == [
+          'convolution', 'convolution', 'matmul', 'attention', 'collective', 'data movement',
+          'other']
+
+
 def test_self_times_subtract_nested_events():
   events = [(0, 10, 'a'), (2, 3, 'b'), (6, 2, 'c'), (12, 4, 'd'), (13, 1, 'e')]
   assert op_profile.self_times(events) == {0: 5, 1: 3, 2: 2, 3: 3, 4: 1}
