@@ -252,6 +252,12 @@ def test_prepare_cli_exits_2_without_traceback(tmp_path):
     assert expected in result.stderr
 
 
+def test_prepare_cli_names_its_own_root_flag_for_a_folder(tmp_path):
+  result = run_cli('-m', 'clan_jax.datasets.prepare', '--dataset=folder',
+                   f'--data_dir={tmp_path / "data"}', check_returncode=2)
+  assert 'set --root=DIR' in result.stderr and 'Traceback' not in result.stderr
+
+
 def test_checksum_mismatch_warns_and_fails_only_when_verified(fake_cars, fake_dogs, tmp_path):
   summaries = {'cars': fake_cars[2], 'dogs': fake_dogs[2]}
   official = {'cars': ('cars_train.tgz', '512b227b'), 'dogs': ('lists.tar', '34b47cac')}

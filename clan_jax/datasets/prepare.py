@@ -44,6 +44,9 @@ def dataset_config_from_flags():
   if not dataset.name:
     raise UserError(f'--dataset is required (one of {", ".join(DATASET_NAMES)}) unless '
                         '--config names one.')
+  if dataset.name == 'folder' and not dataset.root:
+    raise UserError('--dataset=folder reads root/<split>/<class>/<image>: set --root=DIR '
+                    '(or dataset.root in the --config file).')
   return dataset
 
 
