@@ -588,6 +588,9 @@ def main(argv: list[str]) -> None:
     with open(FLAGS.json, 'w') as f:
       json.dump(records, f, indent=1)
     print(f'records written to {FLAGS.json}')
+  failed = sum('error' in r for r in records)
+  if failed:  # The table and records stand; the exit status says not all of it ran.
+    sys.exit(f'{failed} of {len(records)} runs failed (their errors are above).')
 
 
 def _check_flags() -> None:
@@ -597,6 +600,10 @@ def _check_flags() -> None:
   if unknown:
     raise app.UsageError(f'unknown value(s) {sorted(unknown)} in --frameworks, --modes or '
                          f'--torch_variants; allowed: jax, torch; train, eval; {TORCH_VARIANTS}.')
+  from clan_jax.config_checks import DEPTHS  # Light: no ml_collections or TensorFlow.
+
+  if FLAGS.depth not in DEPTHS:
+    raise app.UsageError(f'--depth={FLAGS.depth}: use one of {", ".join(map(str, DEPTHS))}.')
   if FLAGS.image_size % 32 or FLAGS.image_size <= 0:
     raise app.UsageError(f'--image_size={FLAGS.image_size}: use a positive multiple of 32.')
   for n in FLAGS.host_devices:

@@ -145,6 +145,26 @@ def test_clan_cost_refuses_host_devices_with_a_usage_message():
   assert 'Traceback' not in done.stderr
 
 
+def test_a_depth_resnet_lacks_is_a_usage_message_before_any_run():
+  done = subprocess.run([sys.executable, '-m', 'clan_jax.benchmark', '--depth=20'],
+                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode != 0 and '--depth=20: use one of 18, 34, 50, 101, 152' in done.stderr
+  assert 'Traceback' not in done.stderr and '[1/' not in done.stderr  # Nothing ran.
+
+
+def test_failed_runs_make_the_exit_status_nonzero(monkeypatch, capsys):
+  monkeypatch.setattr(benchmark, 'run_worker', lambda spec: {**benchmark._identity(spec),
+                                                              'error': 'exit status 1'})
+  monkeypatch.setattr(benchmark, 'gpu_available', lambda: False)
+  benchmark.FLAGS(['benchmark', '--frameworks=jax', '--modes=eval'])
+  try:
+    with pytest.raises(SystemExit, match='1 of 1 runs failed'):
+      benchmark.main(['benchmark'])
+  finally:
+    benchmark.FLAGS.unparse_flags()
+  assert 'FAILED: exit status 1' in capsys.readouterr().out
+
+
 def test_profile_steps_refuse_clan_cost_with_a_usage_message():
   done = subprocess.run([sys.executable, '-m', 'clan_jax.benchmark', '--clan_cost',
                          '--profile_steps=2'], cwd=REPO_ROOT, capture_output=True, text=True,
