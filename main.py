@@ -43,6 +43,10 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS['checkpoint'].present and FLAGS.mode == 'train':
+    cli.fail('--checkpoint chooses what --mode=eval or --mode=visualize reads; training always '
+             'resumes from the latest checkpoint of --workdir. Drop --checkpoint, or add '
+             '--mode=eval.')
   launch = distributed.launch_from_flags(FLAGS.distributed, FLAGS.coordinator_address,
                                          FLAGS.num_processes, FLAGS.process_id)
   config = cli.load_config_flag(FLAGS.config)

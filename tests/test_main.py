@@ -24,3 +24,10 @@ def test_invalid_value_names_the_field_and_allowed_values():
 def test_missing_config_file_is_a_message():
   result = run_cli('main.py', '--config=configs/absent.py', check_returncode=2)
   assert 'configs/absent.py' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_checkpoint_with_training_is_a_message(tmp_path):
+  result = run_cli('main.py', '--config=configs/demo.py', f'--workdir={tmp_path}',
+                   '--checkpoint=best', check_returncode=2)
+  assert '--checkpoint chooses what --mode=eval' in result.stderr
+  assert 'Traceback' not in result.stderr and not any(tmp_path.iterdir())
