@@ -20,10 +20,12 @@ from clan_jax.input_pipeline import SplitData
 
 flags.DEFINE_integer('crop_size', 448, 'Training crop.')
 flags.DEFINE_integer('resize_size', 512, 'Images are resized to this before the crop.')
-flags.DEFINE_integer('num_images', 256, 'Distinct images in the split.')
-flags.DEFINE_integer('batch_size', 32, 'Batch size.')
-flags.DEFINE_integer('batches', 30, 'Timed batches per mode (after 3 warm-up batches).')
-flags.DEFINE_integer('threads', 1, 'tf.data threads (the per-core figure divides by this).')
+flags.DEFINE_integer('num_images', 256, 'Distinct images in the split.', lower_bound=1)
+flags.DEFINE_integer('batch_size', 32, 'Batch size.', lower_bound=1)
+flags.DEFINE_integer('batches', 30, 'Timed batches per mode (after 3 warm-up batches).',
+                     lower_bound=1)
+flags.DEFINE_integer('threads', 1, 'tf.data threads (the per-core figure divides by this).',
+                     lower_bound=1)
 flags.DEFINE_string('json', '', 'Also write the records to this JSON file.')
 FLAGS = flags.FLAGS
 

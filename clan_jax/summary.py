@@ -56,10 +56,12 @@ def main(argv: list[str]) -> None:
   flags_ = flags.FLAGS
   config = cli.load_config_flag(flags_.config)
   resnet = types.SimpleNamespace(**{**config.model.to_dict(), 'name': 'resnet'})
+  # Both costs first: an invalid size or config fails before any of the table is printed.
+  costs = [model_cost(model_config, flags_.num_classes, flags_.image_size)
+           for model_config in (config.model, resnet)]
   print(f'{"model":<12} {"params":>12} {"GFLOPs (XLA)":>13} {"GMACs":>8}   '
         f'({flags_.image_size} px, {flags_.num_classes} classes, one image)')
-  for model_config in (config.model, resnet):
-    cost = model_cost(model_config, flags_.num_classes, flags_.image_size)
+  for cost in costs:
     print(f'{cost.name:<12} {cost.params:>12,} {cost.flops / 1e9:>13.2f} {cost.gmacs:>8.2f}')
 
 
