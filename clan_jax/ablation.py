@@ -1,4 +1,4 @@
-"""The ablation: CLAN, CLAN without CLCA, without CLSA, and the plain ResNet, over seeds.
+r"""The ablation: CLAN, CLAN without CLCA, without CLSA, and the plain ResNet, over seeds.
 
     python -m clan_jax.ablation --config=configs/demo.py --workdir=runs/ablation \
         --seeds=0,1,2 [--variants=clan,no_clca,no_clsa,resnet] [--config.KEY=VALUE ...] [--dry_run]

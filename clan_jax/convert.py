@@ -1,4 +1,4 @@
-"""PyTorch <-> Flax weight conversion, strict and safe.
+r"""PyTorch <-> Flax weight conversion, strict and safe.
 
     python -m clan_jax.convert --torch_checkpoint=resnet50.pth --config=configs/cub.py \
         --output=/tmp/clan_r50_init [--backbone_only] [--num_classes=200]

@@ -1,4 +1,4 @@
-"""Checks that the Flax model reproduces the PyTorch twin on the same PyTorch weights.
+r"""Checks that the Flax model reproduces the PyTorch twin on the same PyTorch weights.
 
     python -m clan_jax.parity --torch_checkpoint=resnet50.pth --config=configs/default.py \
         --config.model.name=resnet --config.model.depth=50 [IMAGE ...]

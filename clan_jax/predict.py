@@ -1,4 +1,4 @@
-"""Top-5 classes of image files, from a training workdir or a PyTorch checkpoint.
+r"""Top-5 classes of image files, from a training workdir or a PyTorch checkpoint.
 
     python -m clan_jax.predict --workdir=runs/cub [--checkpoint=latest|best] bird1.jpg bird2.png
     python -m clan_jax.predict --torch_checkpoint=clan_r50_cub.pth --config=configs/cub.py \
