@@ -50,6 +50,10 @@ def main(argv: list[str]) -> int:
   launch = distributed.launch_from_flags(FLAGS.distributed, FLAGS.coordinator_address,
                                          FLAGS.num_processes, FLAGS.process_id)
   config = cli.load_config_flag(FLAGS.config)
+  # Before TensorFlow and JAX load: one line in a fraction of a second (train.setup_run
+  # checks it again for library callers).
+  if not FLAGS.workdir:
+    cli.fail('--workdir is required: the folder for checkpoints, metrics and results.')
   logging.set_verbosity(logging.INFO)
   distributed.initialize(launch)  # Before anything creates a JAX backend.
   from clan_jax import train  # After validation: importing TF, JAX and clu takes seconds.

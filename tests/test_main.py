@@ -6,6 +6,7 @@ from conftest import run_cli
 def test_missing_workdir_is_a_message():
   result = run_cli('main.py', '--config=configs/demo.py', check_returncode=2)
   assert '--workdir is required' in result.stderr and 'Traceback' not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1  # Before TensorFlow's start-up logs.
 
 
 def test_misspelled_key_is_a_message_with_a_suggestion():
