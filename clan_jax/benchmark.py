@@ -40,7 +40,10 @@ import time
 import types
 from typing import Callable, Optional
 
-from absl import app, flags
+from absl import flags
+
+from clan_jax import cli
+from clan_jax.errors import UserError
 
 # The recipe of configs/default.py (imported from there would need ml_collections);
 # tests/test_benchmark.py checks that these agree.
@@ -537,7 +540,7 @@ def gpu_available() -> bool:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.worker:
     spec = json.loads(FLAGS.worker)
     measure = measure_jax if spec['framework'] == 'jax' else measure_torch
@@ -598,27 +601,27 @@ def _check_flags() -> None:
   unknown |= set(FLAGS.modes) - {'train', 'eval'}
   unknown |= set(FLAGS.torch_variants) - set(TORCH_VARIANTS)
   if unknown:
-    raise app.UsageError(f'unknown value(s) {sorted(unknown)} in --frameworks, --modes or '
+    raise UserError(f'unknown value(s) {sorted(unknown)} in --frameworks, --modes or '
                          f'--torch_variants; allowed: jax, torch; train, eval; {TORCH_VARIANTS}.')
   from clan_jax.config_checks import DEPTHS  # Light: no ml_collections or TensorFlow.
 
   if FLAGS.depth not in DEPTHS:
-    raise app.UsageError(f'--depth={FLAGS.depth}: use one of {", ".join(map(str, DEPTHS))}.')
+    raise UserError(f'--depth={FLAGS.depth}: use one of {", ".join(map(str, DEPTHS))}.')
   if FLAGS.image_size % 32 or FLAGS.image_size <= 0:
-    raise app.UsageError(f'--image_size={FLAGS.image_size}: use a positive multiple of 32.')
+    raise UserError(f'--image_size={FLAGS.image_size}: use a positive multiple of 32.')
   for n in FLAGS.host_devices:
     if not n.isdigit() or int(n) < 1 or FLAGS.batch_size % int(n):
-      raise app.UsageError(f'--host_devices={n}: each must be a positive integer that divides '
+      raise UserError(f'--host_devices={n}: each must be a positive integer that divides '
                            f'--batch_size={FLAGS.batch_size}.')
   if FLAGS.profile_steps < 0 or (FLAGS.profile_steps and FLAGS.clan_cost):
-    raise app.UsageError('--profile_steps must be >= 0, and profiles one model per process: '
+    raise UserError('--profile_steps must be >= 0, and profiles one model per process: '
                          'not with --clan_cost.')
   if FLAGS.clan_cost and FLAGS.host_devices:
-    raise app.UsageError('--clan_cost and --host_devices measure different things; run them '
+    raise UserError('--clan_cost and --host_devices measure different things; run them '
                          'separately.')
   if FLAGS.steps < 1 or FLAGS.repeats < 1 or FLAGS.batch_size < 2:
-    raise app.UsageError('--steps and --repeats must be >= 1, --batch_size >= 2 (BatchNorm).')
+    raise UserError('--steps and --repeats must be >= 1, --batch_size >= 2 (BatchNorm).')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)  # A bad flag: one `error:` line and exit status 2, no traceback.

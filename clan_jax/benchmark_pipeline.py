@@ -13,9 +13,9 @@ import json
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from clan_jax import input_pipeline
+from clan_jax import cli, input_pipeline
 from clan_jax.input_pipeline import SplitData
 
 flags.DEFINE_integer('crop_size', 448, 'Training crop.')
@@ -91,4 +91,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)  # A bad flag: one `error:` line and exit status 2.

@@ -38,8 +38,9 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # absl and ml_collections raise many types here.
+    hint = ('; config keys are those of configs/default.py' if 'config' in flags.FLAGS else '')
     fail(f'invalid command line: {_flag_error_message(e)}\n'
-         f'Run with --helpfull to list the flags; config keys are those of configs/default.py.')
+         f'Run with --helpfull to list the flags{hint}.')
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:

@@ -171,3 +171,10 @@ def test_profile_steps_refuse_clan_cost_with_a_usage_message():
                         timeout=120)
   assert done.returncode != 0 and 'not with --clan_cost' in done.stderr
   assert 'Traceback' not in done.stderr
+
+
+def test_a_bad_flag_value_is_one_error_line_without_the_config_hint():
+  done = subprocess.run([sys.executable, '-m', 'clan_jax.benchmark', '--model=foo'],
+                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2 and done.stderr.startswith('error: invalid command line: ')
+  assert 'configs/default.py' not in done.stderr  # The benchmark takes no --config.
