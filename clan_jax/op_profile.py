@@ -206,9 +206,15 @@ def op_times(xplane_path: str, hlo_text: str) -> dict:
   intervals, on the device planes (else the host's XLA thunks)."""
   from jax.profiler import ProfileData
 
+  return op_times_of_planes(ProfileData.from_file(xplane_path).planes, hlo_text)
+
+
+def op_times_of_planes(planes, hlo_text: str) -> dict:
+  """op_times of planes as jax.profiler.ProfileData gives them (name, lines; each line's
+  events with name, start_ns, duration_ns and (name, value) stats)."""
   known = {_kernel_name_key(name): name for name in hlo_op_categories(hlo_text)}
   per_op = collections.defaultdict(lambda: [0, 0])  # op -> [self ns, calls]
-  planes = _timeline_planes(ProfileData.from_file(xplane_path).planes)
+  planes = _timeline_planes(planes)
   busy = []
   for plane in planes:
     on_device = plane.name.startswith('/device:')

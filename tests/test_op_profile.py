@@ -1,5 +1,7 @@
 """clan_jax.op_profile: kinds of XLA ops from a compiled module, self times, a real trace."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -86,6 +88,33 @@ def test_self_times_subtract_nested_events():
   assert op_profile.self_times(events) == {0: 5, 1: 3, 2: 2, 3: 3, 4: 1}
   deep = [(1, 8, 'inner'), (0, 10, 'outer'), (2, 2, 'innermost')]  # Any order.
   assert op_profile.self_times(deep) == {1: 2, 0: 6, 2: 2}
+
+
+def _event(name, start, duration, **stats):
+  return types.SimpleNamespace(name=name, start_ns=start, duration_ns=duration,
+                               stats=list(stats.items()))
+
+
+def test_a_gpu_trace_is_read_from_kernel_annotations_and_names():
+  """A device plane as XLA:GPU and CUPTI write it: kernels carry an annotation
+  'XlaModule:#...#::Thunk:#name=...,hlo_op=NAME#', else only their kernel name."""
+  stream = types.SimpleNamespace(name='Stream #13(Compute)', events=[
+      _event('sm90_xmma_fprop_implicit_gemm_bf16', 0, 400, annotation=(
+          'XlaModule:#hlo_module=jit_step,program_id=3#::Thunk:#name=conv,hlo_op=custom-call.1#')),
+      _event('loop_maximum_fusion', 400, 100),  # No annotation: the kernel is the fusion.
+      _event('gemm_fusion_dot_3', 500, 200),  # LLVM's spelling of gemm_fusion_dot.3.
+      _event('nvjet_hsh_128x256_64x4', 700, 50),  # A library kernel, no HLO name.
+      _event('loop_maximum_fusion', 900, 100)])
+  host = types.SimpleNamespace(name='/host:CPU', lines=[types.SimpleNamespace(
+      name='python', events=[_event('PjitFunction(step)', 0, 5000, hlo_op='ignored')])])
+  planes = iter([host, types.SimpleNamespace(name='/device:GPU:0', lines=[stream])])
+  times = op_profile.op_times_of_planes(planes, GPU_STYLE_HLO)
+  assert times['planes'] == ['/device:GPU:0'] and times['busy_ns'] == 850  # A 150 ns gap.
+  assert times['per_op'] == {'custom-call.1': [400, 1], 'loop_maximum_fusion': [200, 2],
+                             'gemm_fusion_dot.3': [200, 1], 'nvjet_hsh_128x256_64x4': [50, 1]}
+  summary = op_profile.summarize(times, GPU_STYLE_HLO, steps=2, step_time_s=1e-6, top=10)
+  assert summary['categories'] == pytest.approx(
+      {'convolution': 2e-4, 'matmul': 1.25e-4, 'elementwise': 1e-4})  # ms per step.
 
 
 @pytest.fixture(scope='module')
