@@ -68,6 +68,8 @@ def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
   validate_config(config)
   if not workdir:
     raise ConfigError('--workdir is required: the folder for checkpoints, metrics and results.')
+  if train or os.path.exists(workdir):  # Before the data loads: a bad folder fails at once.
+    checkpoints.ensure_writable_folder(os.path.abspath(workdir), '--workdir')
   distributed.check_runtime()
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.batch_size, mesh)

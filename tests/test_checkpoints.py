@@ -46,3 +46,51 @@ def test_resuming_with_another_optimizer_names_the_optimizer(tmp_path):
       saved.restore(1, target)
   finally:
     saved.close()
+
+
+def test_unwritable_places_are_messages_before_any_save(tmp_path):
+  from clan_jax.checkpoints import TrainCheckpoints
+
+  a_file = tmp_path / 'image.png'
+  a_file.write_bytes(b'not a folder')
+  with pytest.raises(CheckpointError, match='the output folder .*image.png is a file'):
+    save_variables({'params': {}}, a_file / 'out')
+  with pytest.raises(CheckpointError, match='cannot write the output folder'):
+    save_variables({'params': {}}, a_file / 'sub' / 'out')  # Its parent cannot be made.
+  with pytest.raises(CheckpointError, match='the checkpoint folder .*image.png is a file'):
+    TrainCheckpoints(a_file, keep_last=1)
+  assert a_file.read_bytes() == b'not a folder'
+
+
+def test_a_failed_save_stops_with_a_message_and_keeps_the_earlier_checkpoints(tmp_path,
+                                                                                monkeypatch):
+  """Saves are synchronous, so a write error surfaces in save() (Orbax's asynchronous
+  writer logged it, trained on without checkpoints and hung at the end)."""
+  from clan_jax.checkpoints import TrainCheckpoints
+
+  checkpoints = TrainCheckpoints(tmp_path / 'checkpoints', keep_last=2)
+  state = {'w': np.ones(4, np.float32)}
+  checkpoints.save(1, state, {'step': 1})
+  assert not checkpoints.manager._options.enable_async_checkpointing  # pylint: disable=protected-access
+
+  def disk_full(*args, **kwargs):
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(checkpoints.manager, 'save', disk_full)
+  with pytest.raises(CheckpointError, match='step 2 could not be written .*No space left on '
+                     'device. The run stops; its earlier checkpoints are intact'):
+    checkpoints.save(2, state, {'step': 2})
+  assert checkpoints.latest_step() == 1
+
+
+def test_an_init_checkpoint_that_is_not_a_variables_checkpoint_is_named(tmp_path):
+  from clan_jax.checkpoints import TrainCheckpoints
+
+  checkpoints = TrainCheckpoints(tmp_path / 'checkpoints', keep_last=1)
+  checkpoints.save(3, {'w': np.ones(2, np.float32)}, {'step': 3})
+  checkpoints.wait()
+  with pytest.raises(CheckpointError, match="a training run's checkpoint .*give its --workdir"):
+    restore_variables(tmp_path / 'checkpoints' / '3')
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(CheckpointError, match='has no _METADATA.*not a checkpoint'):
+    restore_variables(tmp_path / 'empty')

@@ -32,3 +32,12 @@ def test_checkpoint_with_training_is_a_message(tmp_path):
                    '--checkpoint=best', check_returncode=2)
   assert '--checkpoint chooses what --mode=eval' in result.stderr
   assert 'Traceback' not in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_a_workdir_that_is_a_file_is_a_message(tmp_path):
+  a_file = tmp_path / 'notes.txt'
+  a_file.write_text('keep me')
+  result = run_cli('main.py', '--config=configs/demo.py', f'--workdir={a_file}',
+                   check_returncode=2)
+  assert 'error: --workdir' in result.stderr and 'is a file, not a folder' in result.stderr
+  assert 'Traceback' not in result.stderr and a_file.read_text() == 'keep me'
