@@ -68,7 +68,9 @@ def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
   validate_config(config)
   if not workdir:
     raise ConfigError('--workdir is required: the folder for checkpoints, metrics and results.')
-  if train or os.path.exists(workdir):  # Before the data loads: a bad folder fails at once.
+  # Before the data loads, a bad folder fails at once. Process 0 alone writes the run's files
+  # (the others write only under checkpoints/, which TrainCheckpoints checks in each).
+  if (train or os.path.exists(workdir)) and distributed.is_main_process():
     checkpoints.ensure_writable_folder(os.path.abspath(workdir), '--workdir')
   distributed.check_runtime()
   mesh = sharding.create_mesh()
