@@ -375,7 +375,8 @@ def _define_flags():
   config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py) naming the model.')
   flags.DEFINE_string('torch_checkpoint', None, 'PyTorch checkpoint (.pth, .pt or .safetensors).')
   flags.DEFINE_string('output', None, 'Directory of the Orbax checkpoint to write (must not exist).')
-  flags.DEFINE_integer('num_classes', 0, "Classes K; 0: the checkpoint's fc rows.")
+  flags.DEFINE_integer('num_classes', 0, "Classes K; 0: the checkpoint's fc rows.",
+                       lower_bound=0)
   flags.DEFINE_bool('backbone_only', False,
                     'Load only the backbone (e.g. ImageNet weights) and initialise the rest.')
   flags.DEFINE_list('allow_global', [], 'Python globals to allow in the .pth file, if you trust it.')

@@ -127,12 +127,15 @@ def _define_flags() -> None:
 
   config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py) naming the model.')
   flags.DEFINE_string('torch_checkpoint', None, 'PyTorch checkpoint (.pth, .pt or .safetensors).')
-  flags.DEFINE_integer('num_classes', 0, "Classes K; 0: the checkpoint's fc rows.")
-  flags.DEFINE_integer('image_size', 224, 'Input size (crop); a multiple of 32.')
-  flags.DEFINE_integer('resize_size', 256, 'Images are resized to this, then centre-cropped.')
-  flags.DEFINE_integer('batch_size', 2, 'Random inputs when no image is given.')
+  flags.DEFINE_integer('num_classes', 0, "Classes K; 0: the checkpoint's fc rows.",
+                       lower_bound=0)
+  flags.DEFINE_integer('image_size', 224, 'Input size (crop); a multiple of 32.', lower_bound=32)
+  flags.DEFINE_integer('resize_size', 256, 'Images are resized to this, then centre-cropped.',
+                       lower_bound=32)
+  flags.DEFINE_integer('batch_size', 2, 'Random inputs when no image is given.', lower_bound=1)
   flags.DEFINE_integer('seed', 0, 'Seed of the random inputs.')
-  flags.DEFINE_float('tolerance', 1e-4, 'Largest max|diff| / max|ref| accepted per output.')
+  flags.DEFINE_float('tolerance', 1e-4, 'Largest max|diff| / max|ref| accepted per output.',
+                     lower_bound=0.0)
   flags.DEFINE_list('allow_global', [], 'Python globals to allow in the .pth file, if you trust it.')
 
 
@@ -141,6 +144,9 @@ def main(argv: list[str]) -> int:
   config = cli.load_config_flag(flags_.config)
   if not flags_.torch_checkpoint:
     raise UserError('--torch_checkpoint is required.')
+  if flags_.image_size % 32 or flags_.resize_size < flags_.image_size:
+    raise UserError(f'--image_size={flags_.image_size} must be a multiple of 32 and at most '
+                    f'--resize_size={flags_.resize_size} (images are resized, then cropped).')
   arrays = load_torch_checkpoint(flags_.torch_checkpoint, flags_.allow_global)
   num_classes = infer_num_classes(arrays, flags_.num_classes)
   images = parity_inputs(argv[1:], flags_.image_size, flags_.resize_size, flags_.batch_size,

@@ -63,3 +63,14 @@ def test_clan_checkpoint_compares_every_head_and_map(tmp_path):
   for name in ('logits', 'heads/concat', 'heads/layer2', 'clsa/fused', 'clca/layer3'):
     assert name in result.stdout
   assert 'OK: every output' in result.stdout
+
+
+def test_bad_sizes_are_one_error_line_before_any_model_runs(tmp_path):
+  base = ('-m', 'clan_jax.parity', '--config=configs/demo.py',
+          f'--torch_checkpoint={tmp_path / "absent.pth"}')
+  for flags, expected in ((('--batch_size=0',), '--batch_size=0: 0 is not a positive integer'),
+                          (('--image_size=64', '--resize_size=32'),
+                           'at most --resize_size=32'),
+                          (('--tolerance=-1',), 'not a non-negative number')):
+    result = run_cli(*base, *flags, check_returncode=2)
+    assert expected in result.stderr and 'Traceback' not in result.stderr
