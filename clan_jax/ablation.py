@@ -91,6 +91,17 @@ def override_key(flag: str) -> str:
   return re.sub(r'^-{1,2}(no)?config\.', '', flag.split('=', 1)[0])
 
 
+def _is_value(token: str) -> bool:
+  """Whether a token after '--config.KEY' is its value: not a flag, or a negative number."""
+  if not token.startswith('-'):
+    return True
+  try:
+    float(token)
+    return True
+  except ValueError:
+    return False
+
+
 def user_overrides(argv: Sequence[str]) -> list[str]:
   """The --config.KEY=VALUE flags of a command line, as given (for the runs' commands).
 
@@ -99,9 +110,12 @@ def user_overrides(argv: Sequence[str]) -> list[str]:
   found, i = [], 0
   while i < len(argv):
     arg = argv[i]
+    if re.match(r'^-{1,2}flagfile', arg):  # absl reads it here; the runs would not get it.
+      raise UserError(f'{arg.split("=", 1)[0]} is not passed on to the runs: give the '
+                      '--config.KEY=VALUE overrides on the command line.')
     if re.match(r'^-{1,2}(no)?config\.', arg):
       if '=' not in arg and not arg.startswith(('-noconfig', '--noconfig')) and (
-          i + 1 < len(argv) and not argv[i + 1].startswith('-')):
+          i + 1 < len(argv) and _is_value(argv[i + 1])):
         arg, i = f'{arg}={argv[i + 1]}', i + 1  # The '--config.KEY VALUE' form.
       found.append(arg)
     i += 1

@@ -68,6 +68,11 @@ def test_user_overrides_are_kept_as_given_and_controlled_fields_refused():
                '--config.model.use_clca=False', '--config.model.name=resnet'):
     with pytest.raises(UserError, match='set by the ablation itself'):
       ablation.user_overrides([flag])
+  # A negative value in the space-separated form is the value, not the next flag.
+  assert ablation.user_overrides(['--config.eval_every_steps', '-1', '--seeds=0']) == [
+      '--config.eval_every_steps=-1']
+  with pytest.raises(UserError, match='--flagfile is not passed on to the runs'):
+    ablation.user_overrides(['--flagfile=overrides.txt'])
 
 
 def test_seeds_and_variants_are_checked():
