@@ -32,7 +32,7 @@ _MOVEMENT = {'copy', 'transpose', 'pad', 'slice', 'concatenate', 'dynamic-slice'
 _PLUMBING = {'parameter', 'constant', 'tuple', 'get-tuple-element', 'bitcast'}
 _REDUCTION = {'reduce', 'reduce-window', 'select-and-scatter', 'sort'}
 _COLLECTIVE = ('all-reduce', 'all-gather', 'reduce-scatter', 'collective-permute', 'all-to-all')
-_CONTROL = {'while', 'conditional', 'call', 'async-start', 'async-done', 'custom-call'}
+_CONTROL = {'while', 'conditional', 'call', 'async-start', 'async-done'}
 _HEADER = re.compile(r'^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$')
 _INSTRUCTION = re.compile(r'^\s+(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$')
 
