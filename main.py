@@ -13,7 +13,7 @@ status 2 before anything compiles.
 
 Several processes (hosts) run the same command with --distributed (SLURM, Open MPI, Cloud
 TPU: detected) or with --coordinator_address, --num_processes and --process_id
-(clan_jax/distributed.py; docs/TRAINING.md).
+(clan_jax/train/distributed.py; docs/TRAINING.md).
 """
 
 import os
@@ -21,7 +21,9 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from clan_jax import cli, distributed
+from clan_jax.base import cli
+
+from clan_jax.train import distributed
 
 config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
                                 lock_config=True)
@@ -56,7 +58,7 @@ def main(argv: list[str]) -> int:
     cli.fail('--workdir is required: the folder for checkpoints, metrics and results.')
   logging.set_verbosity(logging.INFO)
   distributed.initialize(launch)  # Before anything creates a JAX backend.
-  from clan_jax import train  # After validation: importing TF, JAX and clu takes seconds.
+  from clan_jax.train import loop as train  # After validation: importing TF, JAX and clu takes seconds.
 
   if not distributed.is_main_process():  # Process 0 reports progress; the others, problems.
     logging.set_verbosity(logging.WARNING)
@@ -66,7 +68,7 @@ def main(argv: list[str]) -> int:
   elif FLAGS.mode == 'eval':
     train.evaluate(config, workdir, FLAGS.checkpoint)
   else:
-    from clan_jax import visualize
+    from clan_jax.viz import attention as visualize
 
     visualize.visualize(config, workdir, FLAGS.checkpoint)
   return 0

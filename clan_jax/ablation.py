@@ -30,8 +30,8 @@ import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
-from clan_jax import ablation_table
-from clan_jax.errors import UserError
+from clan_jax.experiments import ablation_table
+from clan_jax.base.errors import UserError
 
 # The variants: the model fields each sets, always all of them, so that the table says
 # exactly what ran whatever the base config holds.
@@ -366,7 +366,7 @@ def main(argv: list[str]) -> int:
   from absl import flags
   from ml_collections import config_flags
 
-  from clan_jax import cli
+  from clan_jax.base import cli
 
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -406,7 +406,7 @@ if __name__ == '__main__':
   from absl import flags
   from ml_collections import config_flags
 
-  from clan_jax import cli
+  from clan_jax.base import cli
 
   config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
                                   lock_config=True)

@@ -13,8 +13,8 @@ own subprocess, so that compilation caches and peak memory do not leak between t
 and mode and alternates their steps (measure_clan_cost): a ratio between processes run
 minutes apart on a shared machine carries its drift.
 
-JAX: clan_jax.steps.train_step, jitted with the state donated, in --dtype. PyTorch: the twin
-(clan_jax.torch_reference) in the variants 'eager' (NCHW, float32), 'channels_last'
+JAX: clan_jax.train.steps.train_step, jitted with the state donated, in --dtype. PyTorch: the twin
+(clan_jax.pytorch.twin) in the variants 'eager' (NCHW, float32), 'channels_last'
 (float32), 'amp_bf16' (channels_last under torch.autocast bf16; GPU only unless named in
 --torch_variants) and 'compile' (channels_last + torch.compile, under autocast if
 --dtype=bfloat16; on the GPU, or on the CPU with --torch_compile).
@@ -26,7 +26,7 @@ peak RSS on a CPU), and the model's FLOPs per step from XLA's cost analysis of t
 JAX step (2 per multiply-add; the same figure is used for torch) with MFU = FLOP/s over
 --peak_tflops. --profile_steps=N traces N more JAX steps with jax.profiler and adds
 `op_profile` to the record: milliseconds per step by kind of XLA op and for the costliest
-ops (clan_jax.op_profile).
+ops (clan_jax.perf.op_profile).
 """
 
 import json
@@ -42,8 +42,8 @@ from typing import Callable, Optional
 
 from absl import flags
 
-from clan_jax import cli
-from clan_jax.errors import UserError
+from clan_jax.base import cli
+from clan_jax.base.errors import UserError
 
 # The recipe of configs/default.py (imported from there would need ml_collections);
 # tests/test_benchmark.py checks that these agree.
@@ -90,7 +90,7 @@ flags.DEFINE_bool('clan_cost', False, 'Measure CLAN\'s cost over the plain ResNe
                   'their steps alternated; the median of --repeats runs of the step-time ratio.')
 flags.DEFINE_integer('profile_steps', 0, 'JAX: after the timed steps, trace this many more with '
                      'jax.profiler and print where their time goes, per XLA op and per kind '
-                     'of op (clan_jax.op_profile); 0: no trace.')
+                     'of op (clan_jax.perf.op_profile); 0: no trace.')
 flags.DEFINE_string('profile_dir', '', 'JAX: keep the --profile_steps trace here (for '
                     'TensorBoard, XProf or Perfetto); empty: a temporary directory.')
 flags.DEFINE_string('json', '', 'Also write the records (a JSON list) to this file.')
@@ -147,7 +147,7 @@ def measure_jax(spec: dict) -> dict:
   _, times = time_steps(step, spec['steps'], spec['warmup'])
   record = finish(times)
   if spec.get('profile_steps'):  # After the timed steps: tracing slows the steps it sees.
-    from clan_jax import op_profile
+    from clan_jax.perf import op_profile
 
     try:
       record['op_profile'] = op_profile.profile(step, compiled.as_text(),
@@ -162,13 +162,17 @@ def measure_jax(spec: dict) -> dict:
 def build_jax_step(spec: dict):
   """(step, finish, compiled): the jitted step over a mesh of spec['devices'] devices
   (default 1), the batch sharded over 'data', the state replicated and donated, as
-  clan_jax.train compiles it (compiled here); finish(step times in s) makes the record."""
+  clan_jax.train.loop compiles it (compiled here); finish(step times in s) makes the record."""
   import functools
 
   import jax
   import jax.numpy as jnp
 
-  from clan_jax import optim, sharding, steps
+  from clan_jax.train import optim
+
+  from clan_jax.train import sharding
+
+  from clan_jax.train import steps
   from clan_jax.models import create_model
 
   model = create_model(model_config(spec), NUM_CLASSES)
@@ -194,7 +198,7 @@ def build_jax_step(spec: dict):
       args[0], scalars = compiled(*args)
       jax.block_until_ready(scalars['loss'])
   else:
-    from clan_jax.preprocess import normalize
+    from clan_jax.datasets.preprocess import normalize
 
     fn = jax.jit(lambda v, x: model.apply(v, normalize(x), train=False)['logits'],
                  in_shardings=(replicated, data), out_shardings=data)
@@ -245,7 +249,7 @@ def build_torch_step(spec: dict):
   import numpy as np
   import torch
 
-  from clan_jax import torch_reference
+  from clan_jax.pytorch import twin as torch_reference
 
   cuda = torch.cuda.is_available()
   device = torch.device('cuda' if cuda else 'cpu')
@@ -518,7 +522,7 @@ def format_table(records: list[dict]) -> str:
 
 
 def op_profile_text(record: dict) -> str:
-  from clan_jax import op_profile
+  from clan_jax.perf import op_profile
 
   title = f'{record["model"]} {record["mode"]}, {record["variant"]}, {record["dtype"]}'
   return op_profile.format_profile(record['op_profile'], title)
@@ -603,7 +607,7 @@ def _check_flags() -> None:
   if unknown:
     raise UserError(f'unknown value(s) {sorted(unknown)} in --frameworks, --modes or '
                          f'--torch_variants; allowed: jax, torch; train, eval; {TORCH_VARIANTS}.')
-  from clan_jax.config_checks import DEPTHS  # Light: no ml_collections or TensorFlow.
+  from clan_jax.config.validation import DEPTHS  # Light: no ml_collections or TensorFlow.
 
   if FLAGS.depth not in DEPTHS:
     raise UserError(f'--depth={FLAGS.depth}: use one of {", ".join(map(str, DEPTHS))}.')

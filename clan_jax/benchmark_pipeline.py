@@ -15,8 +15,10 @@ import time
 import numpy as np
 from absl import flags
 
-from clan_jax import cli, input_pipeline
-from clan_jax.input_pipeline import SplitData
+from clan_jax.base import cli
+
+from clan_jax.datasets import input_pipeline
+from clan_jax.datasets.input_pipeline import SplitData
 
 flags.DEFINE_integer('crop_size', 448, 'Training crop.')
 flags.DEFINE_integer('resize_size', 512, 'Images are resized to this before the crop.')

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from clan_jax.errors import CheckpointError, UserError
+from clan_jax.base.errors import CheckpointError, UserError
 
 # Flax module-name component -> torch key fragment ('' drops the component).
 MODULE_NAME_RULES = (
@@ -386,7 +386,9 @@ def _define_flags():
 def main(argv: list[str]) -> None:
   from absl import flags
 
-  from clan_jax import checkpoints, cli
+  from clan_jax.train import checkpoints
+
+  from clan_jax.base import cli
   from clan_jax.models import create_model
 
   del argv
@@ -409,7 +411,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  from clan_jax import cli
+  from clan_jax.base import cli
 
   _define_flags()
   cli.run(main)

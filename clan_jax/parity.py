@@ -3,7 +3,7 @@ r"""Checks that the Flax model reproduces the PyTorch twin on the same PyTorch w
     python -m clan_jax.parity --torch_checkpoint=resnet50.pth --config=configs/default.py \
         --config.model.name=resnet --config.model.depth=50 [IMAGE ...]
 
-Both models run in eval mode on the images (eval preprocessing of clan_jax.preprocess)
+Both models run in eval mode on the images (eval preprocessing of clan_jax.datasets.preprocess)
 or, without images, on seeded random inputs. For each output (fused logits, every
 stage's features, and CLAN's heads and maps) it prints max|ref| (the scale, from the
 twin), max|diff| and their ratio, and exits with status 1 if a ratio exceeds --tolerance.
@@ -18,9 +18,9 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from clan_jax import cli
+from clan_jax.base import cli
 from clan_jax.convert import infer_num_classes, load_torch_checkpoint, torch_to_flax
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 
 # Output groups that hold spatial maps: NCHW in torch, NHWC in Flax.
 SPATIAL_GROUPS = ('features', 'clsa')
@@ -100,8 +100,8 @@ def format_table(differences: Sequence[Difference], tolerance: float) -> str:
 
 def parity_inputs(paths: Sequence[str], image_size: int, resize_size: int, batch_size: int,
                   seed: int) -> np.ndarray:
-  from clan_jax.config_checks import check_image_size
-  from clan_jax.preprocess import load_and_preprocess
+  from clan_jax.config.validation import check_image_size
+  from clan_jax.datasets.preprocess import load_and_preprocess
 
   check_image_size(image_size, '--image_size')
   if paths:
@@ -114,7 +114,7 @@ def run_parity(arrays: Mapping[str, np.ndarray], model_config: Any, num_classes:
                images: np.ndarray) -> list[Difference]:
   """Converts `arrays` for both frameworks, runs both and compares every output."""
   from clan_jax.models import create_model
-  from clan_jax.torch_reference import create_torch_model, load_arrays
+  from clan_jax.pytorch.twin import create_torch_model, load_arrays
 
   model = create_model(model_config, num_classes)
   variables = torch_to_flax(arrays, model, image_size=images.shape[1])

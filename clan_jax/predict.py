@@ -7,7 +7,7 @@ r"""Top-5 classes of image files, from a training workdir or a PyTorch checkpoin
 With --workdir the model, image sizes and class names come from the workdir (config.json and
 classes.json, written by training; --config replaces config.json). With --torch_checkpoint,
 --config is required and the class names come from the config's dataset if it is prepared
-(else they are numbered, with a warning). Each image goes through clan_jax.preprocess's
+(else they are numbered, with a warning). Each image goes through clan_jax.datasets.preprocess's
 eval transform, the one evaluation uses: any mode (RGBA, grayscale, CMYK, palette, 16-bit)
 becomes RGB, then the square resize to dataset.resize_size and the centre crop to
 dataset.crop_size. Probabilities are the softmax of the fused logits (model.fusion).
@@ -30,7 +30,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 
 TOP_K = 5
 EXIT_UNREADABLE = 1
@@ -50,7 +50,7 @@ class Predictor:
     import jax
     import jax.numpy as jnp
 
-    from clan_jax.preprocess import normalize
+    from clan_jax.datasets.preprocess import normalize
 
     def probabilities(variables, images):
       # uint8 in, normalised on the device as in evaluation.eval_step.
@@ -65,7 +65,7 @@ class Predictor:
 
   def load_image(self, path: str) -> np.ndarray:
     """An image file -> uint8 (crop, crop, 3); UserError if it is missing or unreadable."""
-    from clan_jax.preprocess import eval_transform, read_image_file
+    from clan_jax.datasets.preprocess import eval_transform, read_image_file
 
     try:
       return eval_transform(read_image_file(path), self.resize_size, self.crop_size)
@@ -145,8 +145,8 @@ def workdir_class_names(workdir: str) -> list[str]:
 
 
 def _image_sizes(config) -> tuple[int, int]:
-  from clan_jax.config_checks import check_image_size
-  from clan_jax.errors import ConfigError
+  from clan_jax.config.validation import check_image_size
+  from clan_jax.base.errors import ConfigError
 
   try:
     resize, crop = int(config.dataset.resize_size), int(config.dataset.crop_size)
@@ -159,7 +159,7 @@ def _image_sizes(config) -> tuple[int, int]:
 
 
 def _create_model(config, num_classes: int, origin: str):
-  from clan_jax.errors import ConfigError
+  from clan_jax.base.errors import ConfigError
   from clan_jax.models import create_model
 
   try:
@@ -175,7 +175,7 @@ def load_workdir(workdir: str, checkpoint: str = 'latest', config=None) -> Predi
   import jax
   import jax.numpy as jnp
 
-  from clan_jax.checkpoints import read_variables
+  from clan_jax.train.checkpoints import read_variables
 
   if checkpoint not in ('latest', 'best'):
     raise UserError(f'--checkpoint={checkpoint!r} is invalid; allowed: latest, best.')
@@ -278,7 +278,7 @@ def main(argv: list[str]) -> int:
   from absl import flags
   from absl import logging as absl_logging
 
-  from clan_jax import cli
+  from clan_jax.base import cli
 
   flags_ = flags.FLAGS
   paths = argv[1:]
@@ -302,7 +302,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
-  from clan_jax import cli
+  from clan_jax.base import cli
 
   _define_flags()
   cli.run(main)

@@ -50,7 +50,7 @@ def model_cost(model_config: Any, num_classes: int, image_size: int) -> ModelCos
 def main(argv: list[str]) -> None:
   from absl import flags
 
-  from clan_jax import cli
+  from clan_jax.base import cli
 
   del argv
   flags_ = flags.FLAGS
@@ -69,7 +69,7 @@ if __name__ == '__main__':
   from absl import flags
   from ml_collections import config_flags
 
-  from clan_jax import cli
+  from clan_jax.base import cli
 
   config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).')
   flags.DEFINE_integer('image_size', 448, 'Input size (a multiple of 32).')

@@ -18,7 +18,7 @@ import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # `python scripts/draw_architecture.py` from anywhere.
-from clan_jax.errors import UserError  # noqa: E402
+from clan_jax.base.errors import UserError  # noqa: E402
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -57,7 +57,7 @@ def gather_shapes(model_config: Any, num_classes: int, image_size: int) -> Shape
   import jax
   import jax.numpy as jnp
 
-  from clan_jax.config_checks import check_image_size
+  from clan_jax.config.validation import check_image_size
   from clan_jax.models import CLAN, create_model
 
   check_image_size(image_size, '--image_size')
@@ -502,7 +502,7 @@ def save_png(diagram: Diagram, output: pathlib.Path) -> None:
 def main(argv: list[str]) -> None:
   from absl import flags
 
-  from clan_jax import cli
+  from clan_jax.base import cli
 
   del argv
   flags_ = flags.FLAGS
@@ -515,7 +515,7 @@ if __name__ == '__main__':
   from absl import flags
   from ml_collections import config_flags
 
-  from clan_jax import cli
+  from clan_jax.base import cli
 
   config_flags.DEFINE_config_file('config', str(REPO_ROOT / 'configs' / 'default.py'),
                                   'Config file (configs/*.py); its model section is drawn.')

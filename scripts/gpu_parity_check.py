@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, '.')
-from clan_jax import benchmark, torch_reference  # noqa: E402
+from clan_jax import benchmark# noqa: E402
+from clan_jax.pytorch import twin as torch_reference
 from clan_jax.convert import torch_to_flax  # noqa: E402
 from clan_jax.models import create_model  # noqa: E402
-from clan_jax.preprocess import normalize  # noqa: E402
+from clan_jax.datasets.preprocess import normalize  # noqa: E402
 
 
 def relative(out, ref) -> float:

@@ -52,7 +52,7 @@ def resnet18_pth(tmp_path_factory) -> pathlib.Path:
   """A randomised 10-class ResNet-18 twin saved as a plain torch state_dict."""
   import torch
 
-  from clan_jax.torch_reference import ResNetClassifier
+  from clan_jax.pytorch.twin import ResNetClassifier
   from torch_helpers import randomize_
 
   path = tmp_path_factory.mktemp('torch') / 'resnet18_k10.pth'

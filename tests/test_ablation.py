@@ -7,7 +7,7 @@ import os
 import pytest
 
 from clan_jax import ablation
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 from conftest import run_cli
 
 

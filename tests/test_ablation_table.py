@@ -1,10 +1,10 @@
-"""clan_jax.ablation_table: the statistics and the Markdown, on hand-made results."""
+"""clan_jax.experiments.ablation_table: the statistics and the Markdown, on hand-made results."""
 
 import math
 
 import pytest
 
-from clan_jax import ablation_table
+from clan_jax.experiments import ablation_table
 
 
 def _result(seed, top1, top=None, steps=400, wall_s=100.0, resumed=False):

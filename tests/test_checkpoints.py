@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from clan_jax.checkpoints import restore_variables, save_variables
-from clan_jax.errors import CheckpointError
+from clan_jax.train.checkpoints import restore_variables, save_variables
+from clan_jax.base.errors import CheckpointError
 
 
 def test_round_trip_is_exact_and_existing_checkpoints_are_kept(tmp_path):
@@ -29,8 +29,8 @@ def test_resuming_with_another_optimizer_names_the_optimizer(tmp_path):
   import jax.numpy as jnp
   import optax
 
-  from clan_jax import steps
-  from clan_jax.checkpoints import TrainCheckpoints
+  from clan_jax.train import steps
+  from clan_jax.train.checkpoints import TrainCheckpoints
 
   params, stats = {'w': jnp.ones((3,))}, {'mean': jnp.zeros((3,))}
   sgd = steps.create_train_state(params, stats, optax.sgd(0.1, momentum=0.9))
@@ -49,7 +49,7 @@ def test_resuming_with_another_optimizer_names_the_optimizer(tmp_path):
 
 
 def test_unwritable_places_are_messages_before_any_save(tmp_path):
-  from clan_jax.checkpoints import TrainCheckpoints
+  from clan_jax.train.checkpoints import TrainCheckpoints
 
   a_file = tmp_path / 'image.png'
   a_file.write_bytes(b'not a folder')
@@ -66,7 +66,7 @@ def test_a_failed_save_stops_with_a_message_and_keeps_the_earlier_checkpoints(tm
                                                                                 monkeypatch):
   """Saves are synchronous, so a write error surfaces in save() (Orbax's asynchronous
   writer logged it, trained on without checkpoints and hung at the end)."""
-  from clan_jax.checkpoints import TrainCheckpoints
+  from clan_jax.train.checkpoints import TrainCheckpoints
 
   checkpoints = TrainCheckpoints(tmp_path / 'checkpoints', keep_last=2)
   state = {'w': np.ones(4, np.float32)}
@@ -84,7 +84,7 @@ def test_a_failed_save_stops_with_a_message_and_keeps_the_earlier_checkpoints(tm
 
 
 def test_an_init_checkpoint_that_is_not_a_variables_checkpoint_is_named(tmp_path):
-  from clan_jax.checkpoints import TrainCheckpoints
+  from clan_jax.train.checkpoints import TrainCheckpoints
 
   checkpoints = TrainCheckpoints(tmp_path / 'checkpoints', keep_last=1)
   checkpoints.save(3, {'w': np.ones(2, np.float32)}, {'step': 3})

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from clan_jax import torch_reference
+from clan_jax.pytorch import twin as torch_reference
 from clan_jax.convert import flax_to_torch, flax_to_torch_arrays, torch_to_flax
-from clan_jax.errors import ConfigError
+from clan_jax.base.errors import ConfigError
 from clan_jax.models import create_model, multi_head_loss
 from clan_jax.models.clan import (CrossAttentionContext, GlobalContext,
                                   folded_order_multiply_adds, standard_order_multiply_adds)

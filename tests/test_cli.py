@@ -1,4 +1,4 @@
-"""clan_jax.cli: flag and config-override problems become one readable message."""
+"""clan_jax.base.cli: flag and config-override problems become one readable message."""
 
 import subprocess
 import sys

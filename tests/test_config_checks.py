@@ -4,8 +4,8 @@ import types
 
 import pytest
 
-from clan_jax.config_checks import check_image_size, validate_config, validate_model_config
-from clan_jax.errors import ConfigError
+from clan_jax.config.validation import check_image_size, validate_config, validate_model_config
+from clan_jax.base.errors import ConfigError
 from configs import default
 
 
@@ -104,7 +104,7 @@ def test_other_image_sizes_fail_with_a_suggestion(size, hint):
     ('augment.flip', 1, 'dataset.augment.flip=1 is invalid'),
 ])
 def test_invalid_dataset_values_name_the_field(field, value, expected):
-  from clan_jax.config_checks import validate_dataset_config
+  from clan_jax.config.validation import validate_dataset_config
 
   dataset = default.get_dataset_config().to_dict()
   node, *rest = field.split('.')
@@ -118,7 +118,7 @@ def test_invalid_dataset_values_name_the_field(field, value, expected):
 
 
 def test_folder_needs_a_root_and_synthetic_knobs_are_checked():
-  from clan_jax.config_checks import validate_dataset_config
+  from clan_jax.config.validation import validate_dataset_config
 
   dataset = default.get_dataset_config()
   dataset.name = 'folder'
@@ -131,7 +131,7 @@ def test_folder_needs_a_root_and_synthetic_knobs_are_checked():
 
 
 def test_aircraft_label_level_is_checked():
-  from clan_jax.config_checks import validate_dataset_config
+  from clan_jax.config.validation import validate_dataset_config
 
   dataset = default.get_dataset_config()
   dataset.aircraft_label = 'model'
@@ -146,7 +146,7 @@ def test_aircraft_label_level_is_checked():
     ('every_eval', 'yes', "visualize.every_eval='yes' is invalid; it must be True or False"),
 ])
 def test_invalid_visualize_values_name_the_field(field, value, expected):
-  from clan_jax.config_checks import validate_visualize_config
+  from clan_jax.config.validation import validate_visualize_config
 
   visualize = types.SimpleNamespace(**default.get_visualize_config().to_dict())
   validate_visualize_config(visualize)

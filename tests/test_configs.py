@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-from clan_jax.config_checks import validate_config
+from clan_jax.config.validation import validate_config
 from conftest import REPO_ROOT
 
 CONFIGS = ['default', 'cub', 'cars', 'aircraft', 'dogs', 'demo']

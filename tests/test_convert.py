@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from clan_jax.convert import flax_to_torch, flax_to_torch_arrays, torch_to_flax
-from clan_jax.errors import CheckpointError
+from clan_jax.base.errors import CheckpointError
 from clan_jax.models import create_model
-from clan_jax.torch_reference import create_torch_model
+from clan_jax.pytorch.twin import create_torch_model
 from torch_helpers import (assert_close_to_scale, numpy_state_dict, randomize_, to_nchw,
                            to_nhwc)
 
@@ -168,7 +168,7 @@ def test_flax_to_torch_checks_variables_against_the_model(resnet_config):
 
 def test_command_line_writes_a_variables_checkpoint_and_never_overwrites(
     tmp_path, resnet18_pth):
-  from clan_jax.checkpoints import restore_variables
+  from clan_jax.train.checkpoints import restore_variables
   from conftest import run_cli
 
   output = tmp_path / 'converted'
@@ -200,7 +200,7 @@ def numpy_state_dict_from_file(path):
 
 
 def test_command_line_loads_an_imagenet_backbone_into_clan(tmp_path, resnet18_pth):
-  from clan_jax.checkpoints import restore_variables
+  from clan_jax.train.checkpoints import restore_variables
   from conftest import run_cli
 
   args = ['-m', 'clan_jax.convert', f'--torch_checkpoint={resnet18_pth}',

@@ -17,8 +17,8 @@ from clan_jax.datasets.aircraft import ClanAircraft
 from clan_jax.datasets.cars import ClanCars, parse_annotations
 from clan_jax.datasets.dogs import ClanDogs
 from clan_jax.datasets.sources import ChecksumError, MissingFilesError, sha256_of
-from clan_jax.errors import ConfigError, UserError
-from clan_jax.preprocess import normalize_encoded_image
+from clan_jax.base.errors import ConfigError, UserError
+from clan_jax.datasets.preprocess import normalize_encoded_image
 from conftest import run_cli
 import fake_fgvc_data as fake
 

@@ -1,4 +1,4 @@
-"""clan_jax/distributed.py: main.py's multi-process flags, checked before JAX starts.
+"""clan_jax/train/distributed.py: main.py's multi-process flags, checked before JAX starts.
 
 Starting the runtime itself takes several processes: tests/test_train_multihost.py.
 """
@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from clan_jax import distributed
-from clan_jax.distributed import Launch
-from clan_jax.errors import UserError
+from clan_jax.train import distributed
+from clan_jax.train.distributed import Launch
+from clan_jax.base.errors import UserError
 from conftest import REPO_ROOT, run_cli
 
 

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from clan_jax import input_pipeline, preprocess
-from clan_jax.errors import ConfigError
+from clan_jax.datasets import input_pipeline
+
+from clan_jax.datasets import preprocess
+from clan_jax.base.errors import ConfigError
 from conftest import dataset_config
 from fake_data import CUB_CLASSES, CUB_IMAGES, cub_image_bytes
 

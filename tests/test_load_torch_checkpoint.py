@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from clan_jax.convert import load_torch_checkpoint
-from clan_jax.errors import CheckpointError, UserError
+from clan_jax.base.errors import CheckpointError, UserError
 
 
 def _state_dict():

@@ -1,4 +1,4 @@
-"""clan_jax.op_profile: kinds of XLA ops from a compiled module, self times, a real trace."""
+"""clan_jax.perf.op_profile: kinds of XLA ops from a compiled module, self times, a real trace."""
 
 import types
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from clan_jax import op_profile
+from clan_jax.perf import op_profile
 
 # The shapes of a GPU module's text (jax 0.11): a cuDNN convolution, a Triton GEMM fusion,
 # cuBLAS, cuDNN's fused attention, a loop fusion, a reduction, a transpose, a collective.

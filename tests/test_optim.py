@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from clan_jax import optim
+from clan_jax.train import optim
 from configs import default
 
 

@@ -48,7 +48,7 @@ def test_compare_reports_scale_and_relative_difference():
 def test_clan_checkpoint_compares_every_head_and_map(tmp_path):
   import torch
 
-  from clan_jax.torch_reference import create_torch_model
+  from clan_jax.pytorch.twin import create_torch_model
   from configs import default
   from torch_helpers import randomize_
 

@@ -166,8 +166,8 @@ def test_torch_checkpoint_gives_the_twins_probabilities(trained_synthetic_workdi
   import ml_collections
   import torch
 
-  from clan_jax import preprocess
-  from clan_jax.torch_reference import create_torch_model
+  from clan_jax.datasets import preprocess
+  from clan_jax.pytorch.twin import create_torch_model
   from torch_helpers import randomize_, to_nchw
 
   config = ml_collections.ConfigDict(
@@ -225,7 +225,7 @@ def test_user_errors_are_messages_with_status_2(trained_synthetic_workdir, tmp_p
 
 def test_a_workdir_under_home_written_with_a_tilde(tmp_path, monkeypatch):
   """The shell passes the ~ of --workdir=~/run as it is: it is the home folder."""
-  from clan_jax.errors import UserError
+  from clan_jax.base.errors import UserError
 
   monkeypatch.setenv('HOME', str(tmp_path))
   (tmp_path / 'run').mkdir()

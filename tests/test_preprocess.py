@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clan_jax import preprocess
-from clan_jax.errors import UserError
+from clan_jax.datasets import preprocess
+from clan_jax.base.errors import UserError
 from fake_data import encode, photo
 
 

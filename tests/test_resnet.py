@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clan_jax.convert import abstract_variables
-from clan_jax.errors import ConfigError
+from clan_jax.base.errors import ConfigError
 from clan_jax.models import create_model
 from clan_jax.models.resnet import stage_channels
 from conftest import REPO_ROOT

@@ -9,8 +9,8 @@ from conftest import REPO_ROOT
 
 SCRIPT = textwrap.dedent('''
     import jax, numpy as np
-    from clan_jax import sharding
-    from clan_jax.errors import ConfigError
+    from clan_jax.train import sharding
+    from clan_jax.base.errors import ConfigError
     mesh = sharding.create_mesh()
     assert mesh.size == 8 and mesh.axis_names == ('data',)
     local = {'image': np.arange(16 * 2 * 2 * 3, dtype=np.uint8).reshape(16, 2, 2, 3),

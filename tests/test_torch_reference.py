@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from clan_jax.torch_reference import ResNetClassifier, create_torch_model, load_arrays
+from clan_jax.pytorch.twin import ResNetClassifier, create_torch_model, load_arrays
 
 
 @pytest.mark.parametrize('depth', [18, 34, 50, 101, 152])

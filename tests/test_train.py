@@ -189,8 +189,10 @@ def test_eval_without_a_checkpoint_is_one_message_without_traceback(env, tmp_pat
 def test_best_without_an_evaluated_checkpoint_points_to_latest(tmp_path):
   import types
 
-  from clan_jax import checkpoints, train
-  from clan_jax.errors import UserError
+  from clan_jax.train import checkpoints
+
+  from clan_jax.train import loop as train
+  from clan_jax.base.errors import UserError
 
   saved = checkpoints.TrainCheckpoints(tmp_path / 'checkpoints', keep_last=2)
   saved.save(3, {'params': {'w': np.zeros(2, np.float32)}}, {'step': 3})  # No eval metrics.
@@ -222,8 +224,10 @@ def test_eval_of_a_pytorch_checkpoint_equals_the_twins_accuracy(env, tmp_path):
 
   import torch
 
-  from clan_jax import input_pipeline, preprocess
-  from clan_jax.torch_reference import create_torch_model
+  from clan_jax.datasets import input_pipeline
+
+  from clan_jax.datasets import preprocess
+  from clan_jax.pytorch.twin import create_torch_model
   from torch_helpers import randomize_, to_nchw
 
   loader = importlib.util.spec_from_file_location('tiny_config', env['config'])

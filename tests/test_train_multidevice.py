@@ -17,7 +17,9 @@ from conftest import REPO_ROOT
 SCRIPT = textwrap.dedent('''
     import types
     import jax, jax.numpy as jnp, numpy as np
-    from clan_jax import optim, sharding, train
+    from clan_jax.train import optim
+    from clan_jax.train import sharding
+    from clan_jax.train import loop as train
     from clan_jax.convert import flax_to_torch_arrays
     from clan_jax.models import create_model
     from configs import default

@@ -60,7 +60,8 @@ SCRIPT = textwrap.dedent('''
     import os, sys
     import jax, jax.numpy as jnp, numpy as np
     import main as entry
-    from clan_jax import cli, train
+    from clan_jax.base import cli
+    from clan_jax.train import loop as train
 
     def float64(dtype):
       return jnp.float64 if dtype == jnp.float32 else dtype

@@ -15,9 +15,13 @@ import pytest
 import torch
 from clu import metrics
 
-from clan_jax import optim, preprocess, train
+from clan_jax.train import optim
+
+from clan_jax.datasets import preprocess
+
+from clan_jax.train import loop as train
 from clan_jax.convert import flax_to_torch_arrays, torch_to_flax
-from clan_jax.torch_reference import create_torch_model, create_torch_optimizer, multi_head_loss
+from clan_jax.pytorch.twin import create_torch_model, create_torch_optimizer, multi_head_loss
 from configs import default
 from torch_helpers import assert_close_to_scale, numpy_state_dict, randomize_, to_nchw
 

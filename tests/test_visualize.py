@@ -1,4 +1,4 @@
-"""clan_jax.visualize: figure functions on synthetic maps, --mode=visualize, TensorBoard images.
+"""clan_jax.viz.attention: figure functions on synthetic maps, --mode=visualize, TensorBoard images.
 
 The synthetic outputs have the shapes of the model's (tests/test_clan.py checks those); the
 real model's outputs go through the figures in the command-line test. The last tests share
@@ -15,8 +15,8 @@ import types
 import numpy as np
 import pytest
 
-from clan_jax import visualize
-from clan_jax.errors import UserError
+from clan_jax.viz import attention as visualize
+from clan_jax.base.errors import UserError
 from conftest import (REPO_ROOT, TRAINED_SYNTHETIC_EVAL_STEPS, TRAINED_SYNTHETIC_STEPS,
                       cli_environment)
 from configs import default

@@ -12,7 +12,7 @@ import importlib
 import os
 from typing import Any, Optional
 
-from clan_jax.errors import ConfigError
+from clan_jax.base.errors import ConfigError
 
 DATASET_NAMES = ('cub', 'cars', 'aircraft', 'dogs', 'folder', 'synthetic')
 

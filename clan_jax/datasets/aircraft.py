@@ -8,7 +8,7 @@ kept as `bbox`, normalised by the stored image's size and clipped.
 
 Every image carries a 20-pixel copyright banner at the bottom; with `crop_banner` (the
 default) it is removed. The cropped image is TensorFlow's decode of the original (the
-decoder the input pipeline uses: clan_jax.preprocess.decode_tf) minus its bottom 20 rows,
+decoder the input pipeline uses: clan_jax.datasets.preprocess.decode_tf) minus its bottom 20 rows,
 stored as PNG, losslessly, so training sees exactly the original pixels, less the banner.
 PNG takes about 3-5x the space of the original JPEGs.
 """
@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 
 from clan_jax.datasets.base import ClanBuilder, pixel_bbox
 from clan_jax.datasets.sources import OfficialFile
-from clan_jax.errors import ConfigError, UserError
+from clan_jax.base.errors import ConfigError, UserError
 
 ARCHIVE = OfficialFile(
     filename='fgvc-aircraft-2013b.tar.gz',
@@ -84,7 +84,7 @@ def crop_banner(encoded: bytes) -> bytes:
   """TensorFlow's decode of the image minus its bottom BANNER_ROWS rows, as PNG."""
   import tensorflow as tf
 
-  from clan_jax.preprocess import decode_tf
+  from clan_jax.datasets.preprocess import decode_tf
 
   image = decode_tf(encoded)
   return tf.io.encode_png(image[:-BANNER_ROWS], compression=PNG_COMPRESSION).numpy()

@@ -1,7 +1,7 @@
 """What every clan-jax TFDS builder shares: features, image normalisation, skipped files.
 
 Each example holds the image as stored bytes (JPEG or PNG that TensorFlow decodes to the
-intended RGB image: clan_jax.preprocess.normalize_encoded_image), its file name and a
+intended RGB image: clan_jax.datasets.preprocess.normalize_encoded_image), its file name and a
 ClassLabel `label` with the class names. Files that cannot be decoded are skipped, never a
 crash; their names and reasons land in the dataset's metadata (`skipped`), which prepare
 and training print.
@@ -12,7 +12,7 @@ from typing import Callable, Collection, Iterator, Optional
 
 import tensorflow_datasets as tfds
 
-from clan_jax.preprocess import UndecodableImageError, normalize_encoded_image
+from clan_jax.datasets.preprocess import UndecodableImageError, normalize_encoded_image
 
 SKIPPED_KEY = 'skipped'
 WARNINGS_KEY = 'warnings'

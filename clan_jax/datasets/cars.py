@@ -12,7 +12,7 @@ import posixpath
 
 from clan_jax.datasets.base import ClanBuilder, pixel_bbox
 from clan_jax.datasets.sources import OfficialFile, load_mat, mat_field
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 
 # The original host (ai.stanford.edu/~jkrause/cars) is gone (TFDS's cars196 URLs have been
 # dead since 2023): users bring the files from a mirror.

@@ -11,7 +11,7 @@ import posixpath
 
 from clan_jax.datasets.base import ClanBuilder
 from clan_jax.datasets.sources import OfficialFile, load_mat, mat_field
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 
 _SOURCE = 'http://vision.stanford.edu/aditya86/ImageNetDogs/'
 IMAGES = OfficialFile(

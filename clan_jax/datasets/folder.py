@@ -12,7 +12,7 @@ import os
 import tensorflow_datasets as tfds
 
 from clan_jax.datasets.base import ClanBuilder
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 
 
 def list_images(root: str) -> dict[str, dict[str, list[str]]]:

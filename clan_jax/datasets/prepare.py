@@ -15,9 +15,9 @@ import types
 from absl import flags
 from ml_collections import config_flags
 
-from clan_jax import cli
+from clan_jax.base import cli
 from clan_jax.datasets import DATASET_NAMES, prepare
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 
 flags.DEFINE_enum('dataset', None, list(DATASET_NAMES), 'Dataset to build.')
 flags.DEFINE_string('manual_dir', None, 'Folder holding the original archives.')

@@ -13,7 +13,7 @@ import os
 import tarfile
 from typing import Callable, Iterator, Optional, Sequence
 
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 
 
 class MissingFilesError(UserError):

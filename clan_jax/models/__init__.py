@@ -10,8 +10,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from clan_jax.config_checks import optional_model_field, validate_model_config
-from clan_jax.errors import ConfigError
+from clan_jax.config.validation import optional_model_field, validate_model_config
+from clan_jax.base.errors import ConfigError
 from clan_jax.models.clan import CLAN
 from clan_jax.models.loss import cross_entropy, multi_head_loss
 from clan_jax.models.resnet import ResNet, ResNetClassifier, stage_channels

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clan_jax.config_checks import CLCA_ORDERS, check_image_size
+from clan_jax.config.validation import CLCA_ORDERS, check_image_size
 from clan_jax.models.layers import BatchNorm, Linear, compute_dtype, conv, pointwise_weights
 from clan_jax.models.resnet import ResNet, global_average_pool
 

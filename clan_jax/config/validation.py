@@ -6,7 +6,7 @@ dataclass or a SimpleNamespace alike, and it never imports ml_collections.
 
 from typing import Any
 
-from clan_jax.errors import ConfigError
+from clan_jax.base.errors import ConfigError
 
 MODEL_NAMES = ('clan', 'resnet')
 DEPTHS = (18, 34, 50, 101, 152)

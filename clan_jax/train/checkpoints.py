@@ -11,7 +11,7 @@ import os
 import tempfile
 from typing import Any, Callable
 
-from clan_jax.errors import CheckpointError
+from clan_jax.base.errors import CheckpointError
 
 
 def ensure_writable_folder(folder: str, what: str) -> None:

@@ -4,7 +4,7 @@ The jitted step returns per-example losses, top-1/top-5 hits and predictions; th
 keeps those of real examples (mask) and sums them in float64, so the result does not
 depend on the batch size, the device count or the padding of the last batch.
 
-`eval_results.json` (written by clan_jax.train):
+`eval_results.json` (written by clan_jax.train.loop):
     {"fused": {"top1", "top5", "loss"}, "heads": {name: {"top1", "top5", "loss"}},
      "per_class_top1": [...], "num_examples": n,
      "protocol": {"split", "crop": "center", "image_size", "fusion", "checkpoint", "step"}}
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clan_jax.models.loss import cross_entropy
-from clan_jax.preprocess import normalize
+from clan_jax.datasets.preprocess import normalize
 
 FUSED = 'fused'
 

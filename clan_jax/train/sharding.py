@@ -2,7 +2,7 @@
 
 The mesh has one axis, 'data', over every device of every process. A batch is sharded
 along 'data' (each device holds B / D examples) and the train state is replicated. Each
-process feeds its own slice of the global batch (clan_jax.input_pipeline produces exactly
+process feeds its own slice of the global batch (clan_jax.datasets.input_pipeline produces exactly
 that slice) and `global_batch` assembles the global jax.Arrays without moving data between
 hosts. Under jit, BatchNorm statistics are then over the global batch (like SyncBN).
 """
@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from clan_jax.errors import ConfigError
+from clan_jax.base.errors import ConfigError
 
 DATA_AXIS = 'data'
 

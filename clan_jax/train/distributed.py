@@ -2,7 +2,7 @@
 
 Every process of a job (one per host, or one per GPU) runs the same command. Process 0
 hosts a coordinator; once every process has connected, `jax.devices()` lists the devices
-of all processes, the mesh spans them (clan_jax/sharding.py) and jit runs each step on all
+of all processes, the mesh spans them (clan_jax/train/sharding.py) and jit runs each step on all
 of them. Three ways to start:
 
     (no flag)                    one process: the devices of this machine
@@ -23,7 +23,7 @@ import logging
 import os
 from typing import Optional
 
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 
 # What `jax.distributed.initialize()` reads in jax 0.10.2 (jax/_src/clusters/).
 DETECTED = 'Open MPI (mpirun), SLURM (srun), a Cloud TPU VM or GKE TPU pod, or Kubernetes'

@@ -1,7 +1,7 @@
 """The train step as a pure function: the loss over CLAN's heads, the gradient, the update.
 
 Imports only jax, flax and optax (no TensorFlow, clu or ml_collections), so that
-clan_jax.benchmark times exactly this step on a bare GPU image; clan_jax.train wraps it
+clan_jax.benchmark times exactly this step on a bare GPU image; clan_jax.train.loop wraps it
 with clu metrics, shardings and donation.
 """
 
@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from clan_jax import optim
+from clan_jax.train import optim
 from clan_jax.models import multi_head_loss
-from clan_jax.preprocess import normalize
+from clan_jax.datasets.preprocess import normalize
 
 
 @flax.struct.dataclass

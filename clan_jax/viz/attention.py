@@ -30,9 +30,9 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 import jax
 import numpy as np
 
-from clan_jax import sharding
-from clan_jax.errors import UserError
-from clan_jax.preprocess import normalize
+from clan_jax.train import sharding
+from clan_jax.base.errors import UserError
+from clan_jax.datasets.preprocess import normalize
 
 TOP_STRIDE = 32  # layer4's stride: the top map is (H / 32, W / 32).
 ALPHA = 0.5  # Weight of the colour-mapped attention over the image.
@@ -212,7 +212,7 @@ class AttentionFigures:
   their maps (replicated over the mesh: every process runs it; the main one draws)."""
 
   def __init__(self, run: Any):
-    from clan_jax import input_pipeline
+    from clan_jax.datasets import input_pipeline
 
     config = run.config
     examples = input_pipeline.eval_examples(run.eval_data, config.dataset,
@@ -279,14 +279,14 @@ def training_figures(run: Any) -> Optional[AttentionFigures]:
 def visualize(config: Any, workdir: str, checkpoint: str = 'latest') -> list[str]:
   """Writes the figures of the latest or best checkpoint of workdir (or of
   init.torch_checkpoint) under workdir/visualizations/; returns the PNG paths."""
-  from clan_jax.config_checks import validate_config
+  from clan_jax.config.validation import validate_config
 
   validate_config(config)
   reason = missing_attention_maps(config.model)
   if reason:
     raise UserError(f'--mode=visualize: {reason}')
   # train imports this module (figures in TensorBoard), so it is imported here.
-  from clan_jax import train
+  from clan_jax.train import loop as train
 
   train.check_checkpoint_choice(checkpoint)
   run = train.setup_run(config, workdir, train=False)

@@ -306,7 +306,7 @@ BACKBONE_PREFIXES = ('conv1.', 'bn1.', 'layer1.', 'layer2.', 'layer3.', 'layer4.
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-  """The twin of clan_jax.optim.warmup_cosine, as a factor of the peak rate."""
+  """The twin of clan_jax.train.optim.warmup_cosine, as a factor of the peak rate."""
   warmup_steps = min(warmup_steps, total_steps)
   if step < warmup_steps:
     return step / max(warmup_steps, 1)
@@ -316,7 +316,7 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> floa
 
 def create_torch_optimizer(module: nn.Module, optimizer_config: Any, *, num_classes: int,
                            batch_size: int, total_steps: int, warmup_steps: int):
-  """torch.optim.SGD and a per-step LambdaLR with clan_jax.optim's recipe: two rate groups
+  """torch.optim.SGD and a per-step LambdaLR with clan_jax.train.optim's recipe: two rate groups
   (the backbone, and `fc` when K = 1000; the new layers), linear scaling with the batch,
   weight decay on every parameter unless `decay_norm_and_bias` is False.
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from clan_jax import preprocess
-from clan_jax.errors import ConfigError
+from clan_jax.datasets import preprocess
+from clan_jax.base.errors import ConfigError
 
 # Salts that keep the order stream and the augmentation stream independent.
 _ORDER_SALT = 0x5EED

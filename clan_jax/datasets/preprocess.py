@@ -6,7 +6,7 @@
                -> centre crop crop_size x crop_size -> ImageNet normalisation (on the device)
 
 The dataset builders store images through `normalize_encoded_image`, and the tf.data
-pipeline (clan_jax/input_pipeline.py) runs the TensorFlow functions below, so a single image
+pipeline (clan_jax/datasets/input_pipeline.py) runs the TensorFlow functions below, so a single image
 preprocessed here equals the pipeline's eval output exactly (tested). TensorFlow is
 imported lazily; without it (e.g. a bare GPU image) `load_and_preprocess` falls back to
 Pillow's decoder and jax.image.resize, which can differ by a few levels on JPEG files
@@ -26,7 +26,7 @@ from typing import Union
 
 import numpy as np
 
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 
 # ImageNet statistics on the 0-255 scale (torchvision's mean/std x 255).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255

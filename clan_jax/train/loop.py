@@ -5,7 +5,7 @@ state replicated (and donated). Everything that can fail because of the user's i
 (config values, missing dataset files, checkpoints that do not fit) fails before anything
 compiles. Resumption is exact: the state is restored bit for bit and the input pipeline
 restarts at the same stream position (docs/TRAINING.md). Several processes (started by
-main.py's flags, clan_jax/distributed.py) run the same loop in lockstep: each feeds its slice
+main.py's flags, clan_jax/train/distributed.py) run the same loop in lockstep: each feeds its slice
 of every batch, all checkpoint together, process 0 writes the run's other files.
 """
 
@@ -24,12 +24,27 @@ import numpy as np
 from clu import metric_writers, metrics, periodic_actions
 from jax.experimental import multihost_utils
 
-from clan_jax import (checkpoints, convert, distributed, evaluation, input_pipeline, optim,
-                      sharding, steps, visualize)
-from clan_jax.config_checks import validate_config
-from clan_jax.errors import ConfigError, UserError
+from clan_jax import convert
+
+from clan_jax.train import checkpoints
+
+from clan_jax.train import distributed
+
+from clan_jax.train import evaluation
+
+from clan_jax.datasets import input_pipeline
+
+from clan_jax.train import optim
+
+from clan_jax.train import sharding
+
+from clan_jax.train import steps
+
+from clan_jax.viz import attention as visualize
+from clan_jax.config.validation import validate_config
+from clan_jax.base.errors import ConfigError, UserError
 from clan_jax.models import create_model
-from clan_jax.steps import TrainState
+from clan_jax.train.steps import TrainState
 
 
 class NonFiniteLossError(UserError):
@@ -145,7 +160,7 @@ def metric_names(model) -> list[str]:
 
 def train_step(model, tx, schedules, config, collection, state: TrainState,
                batch: dict) -> tuple[TrainState, Any]:
-  """clan_jax.steps.train_step with its scalars as a clu metrics collection."""
+  """clan_jax.train.steps.train_step with its scalars as a clu metrics collection."""
   state, scalars = steps.train_step(model, tx, schedules, config.model.head_loss_weights,
                                     config.optimizer.label_smoothing, state, batch)
   return state, collection.single_from_model_output(**scalars)

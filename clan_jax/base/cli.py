@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from absl import app, flags
 
-from clan_jax.errors import UserError
+from clan_jax.base.errors import UserError
 
 EXIT_USER_ERROR = 2
 
@@ -58,7 +58,7 @@ def run(main: Callable[[list[str]], int | None]) -> None:
 
 def load_config_flag(config_flag) -> object:
   """Validates the --config the user gave and returns it."""
-  from clan_jax.config_checks import validate_config
+  from clan_jax.config.validation import validate_config
 
   if config_flag is None:
     raise UserError('--config is required, e.g. --config=configs/default.py.')
