@@ -8,17 +8,14 @@ its tf.data threads capped at --threads: from the encoded JPEGs (decode + resize
 step) and from the uint8 cache (crop + flip only). Prints images/s and images/s per thread.
 """
 
-import io
 import json
 import time
 
-import numpy as np
 from absl import flags
 
 from clan_jax.base import cli
-
 from clan_jax.datasets import input_pipeline
-from clan_jax.datasets.input_pipeline import SplitData
+from clan_jax.perf.pipeline_throughput import images_per_second, photo_split
 
 flags.DEFINE_integer('crop_size', 448, 'Training crop.')
 flags.DEFINE_integer('resize_size', 512, 'Images are resized to this before the crop.')
@@ -30,38 +27,6 @@ flags.DEFINE_integer('threads', 1, 'tf.data threads (the per-core figure divides
                      lower_bound=1)
 flags.DEFINE_string('json', '', 'Also write the records to this JSON file.')
 FLAGS = flags.FLAGS
-
-
-def photo_split(num_images: int, seed: int = 0) -> SplitData:
-  """JPEG photos (smooth random content, 500x375, like CUB's) with random labels."""
-  from PIL import Image
-
-  rng = np.random.default_rng(seed)
-  encoded = []
-  for _ in range(num_images):
-    rows = np.cumsum(rng.integers(-6, 7, (375, 1, 3)), axis=0)
-    cols = np.cumsum(rng.integers(-6, 7, (1, 500, 3)), axis=1)
-    noise = rng.integers(-20, 21, (375, 500, 3))
-    pixels = np.clip(rows + cols + noise + 128, 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format='JPEG', quality=90)
-    encoded.append(buffer.getvalue())
-  return SplitData(name='benchmark', labels=rng.integers(0, 200, num_images).astype(np.int32),
-                   class_names=[str(i) for i in range(200)],
-                   encoded=np.asarray(encoded, dtype=object))
-
-
-def images_per_second(data: SplitData, dataset_config, batch_size: int, batches: int,
-                      threads: int) -> float:
-  ds = input_pipeline.train_dataset(data, dataset_config, global_batch_size=batch_size,
-                                    threads=threads)
-  iterator = ds.as_numpy_iterator()
-  for _ in range(3):
-    next(iterator)
-  start = time.perf_counter()
-  for _ in range(batches):
-    next(iterator)
-  return batches * batch_size / (time.perf_counter() - start)
 
 
 def main(argv):
@@ -92,5 +57,10 @@ def main(argv):
       json.dump(records, f, indent=2)
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The console command `clan-benchmark-pipeline`."""
   cli.run(main)  # A bad flag: one `error:` line and exit status 2.
+
+
+if __name__ == '__main__':
+  run()

@@ -9,48 +9,24 @@ padding (published figures such as torchvision's include them: ResNet-18 at 224 
 1.69 GMACs here, 1.81 there).
 """
 
-import dataclasses
 import types
-from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from absl import flags
 
-
-@dataclasses.dataclass(frozen=True)
-class ModelCost:
-  name: str
-  params: int
-  flops: float  # XLA's count: 2 per multiply-add.
-
-  @property
-  def gmacs(self) -> float:
-    return self.flops / 2e9
+from clan_jax.base import cli
 
 
-def model_cost(model_config: Any, num_classes: int, image_size: int) -> ModelCost:
-  """Parameters (eval_shape) and forward FLOPs per image (compiled cost analysis)."""
-  from clan_jax.models import create_model
-  from clan_jax.convert import abstract_variables
+def _define_flags() -> None:
+  from ml_collections import config_flags  # Late: see clan_jax/convert.py.
 
-  model = create_model(model_config, num_classes)
-  variables = abstract_variables(model, image_size)
-  params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables['params']))
-  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-  compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, images).compile()
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # Older jax returns one dict per device.
-    analysis = analysis[0]
-  name = (f'CLAN-R{model_config.depth}' if model_config.name == 'clan'
-          else f'ResNet-{model_config.depth}')
-  return ModelCost(name, params, float(analysis['flops']))
+  config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).')
+  flags.DEFINE_integer('image_size', 448, 'Input size (a multiple of 32).')
+  flags.DEFINE_integer('num_classes', 200, 'Classes K.')
 
 
 def main(argv: list[str]) -> None:
-  from absl import flags
-
-  from clan_jax.base import cli
+  # Late: JAX and flax load only once the flags and the config are known to be valid.
+  from clan_jax.perf.model_cost import model_cost
 
   del argv
   flags_ = flags.FLAGS
@@ -65,13 +41,12 @@ def main(argv: list[str]) -> None:
     print(f'{cost.name:<12} {cost.params:>12,} {cost.flops / 1e9:>13.2f} {cost.gmacs:>8.2f}')
 
 
-if __name__ == '__main__':
-  from absl import flags
-  from ml_collections import config_flags
 
-  from clan_jax.base import cli
-
-  config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).')
-  flags.DEFINE_integer('image_size', 448, 'Input size (a multiple of 32).')
-  flags.DEFINE_integer('num_classes', 200, 'Classes K.')
+def run() -> None:
+  """The console command `clan-summary`."""
+  _define_flags()
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

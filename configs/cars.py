@@ -1,4 +1,4 @@
-"""CLAN-R50 on Stanford Cars (196 classes): the recipe of CLAN_SPEC.
+"""CLAN-R50 on Stanford Cars (196 classes): the recipe of docs/MODEL.md.
 
     python -m clan_jax.datasets.prepare --dataset=cars --manual_dir=DIR
     python main.py --config=configs/cars.py --workdir=runs/cars \
@@ -6,7 +6,7 @@
 
 DIR holds cars_train.tgz, cars_test.tgz, car_devkit.tgz and cars_test_annos_withlabels.mat
 (docs/DATA.md: the original host is gone). Expected result: not yet measured by this
-project; PMG reports 95.1% top-1 with ResNet-50 at 448 px (CLAN_SPEC).
+project; PMG reports 95.1% top-1 with ResNet-50 at 448 px (docs/MODEL.md).
 """
 
 from configs import default

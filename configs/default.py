@@ -12,35 +12,17 @@ import dataclasses
 import ml_collections
 
 from clan_jax.datasets.synthetic_images import SyntheticSpec
+from clan_jax.models.fields import ModelConfig
 
 
 def get_model_config() -> ml_collections.ConfigDict:
-  """The model section; the fields follow CLAN_SPEC (docs/ARCHITECTURE.md)."""
-  model = ml_collections.ConfigDict()
-  model.name = 'clan'  # 'clan' or 'resnet' (the plain classifier: GAP -> fc).
-  model.depth = 50  # ResNet depth: 18, 34, 50, 101 or 152.
-  # Backbone stages whose maps are the mid-level maps (layer4 is the top-level map).
-  model.mid_stages = (2, 3)
-  model.use_clca = True  # Cross-layer context attention (top -> mid).
-  model.use_clsa = True  # Cross-layer spatial attention (mid -> top).
-  model.clca_kind = 'cross_attention'  # or 'global_context' (GCNet-style pooling).
-  model.clca_dim = 256  # d: width of CLCA's queries, keys and values.
-  model.clca_heads = 1  # Attention heads; clca_dim must be divisible by it.
-  model.head_dim = 512  # Width of each mid-level head's 1x1 conv.
-  model.fusion = 'sum'  # Prediction: 'sum' of all heads' logits, 'top' or 'concat'.
-  model.head_loss_weights = ml_collections.ConfigDict(
-      {'top': 1.0, 'mid': 1.0, 'concat': 1.0})
-  model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (mixed precision).
-  # Speed and memory only (the same parameters and function; BENCHMARKS.md):
-  model.conv1x1_as_matmul = True  # 1x1 convolutions as matrix products.
-  # CLCA's attention: 'auto' (cuDNN's fused kernel on a GPU in bfloat16, else XLA), 'xla',
-  # 'cudnn'. Attention maps for visualisation always take the plain path.
-  model.attention_impl = 'auto'
-  # CLCA's order of products: 'auto' (the fewer FLOPs for the input size), 'standard'
-  # (project the mid map to queries, attend, project back) or 'folded' (docs/MODEL.md).
-  model.clca_order = 'auto'
-  model.remat = False  # Recompute each ResNet block in the backward pass: less memory.
-  return model
+  """The model section: ModelConfig's defaults (docs/MODEL.md).
+
+  Each field's meaning and allowed values: its 'help' in clan_jax/models/fields.py, the
+  one place the fields are defined (validation, the benchmark and create_model read it).
+  """
+  # Nested dicts become ConfigDicts (head_loss_weights); tuples stay tuples (mid_stages).
+  return ml_collections.ConfigDict(dataclasses.asdict(ModelConfig()))
 
 
 def get_dataset_config() -> ml_collections.ConfigDict:

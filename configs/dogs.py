@@ -1,4 +1,4 @@
-"""CLAN-R50 on Stanford Dogs (120 breeds): the recipe of CLAN_SPEC.
+"""CLAN-R50 on Stanford Dogs (120 breeds): the recipe of docs/MODEL.md.
 
     python -m clan_jax.datasets.prepare --dataset=dogs --manual_dir=DIR   # images.tar, lists.tar
     python main.py --config=configs/dogs.py --workdir=runs/dogs \

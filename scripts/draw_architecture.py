@@ -57,7 +57,7 @@ def gather_shapes(model_config: Any, num_classes: int, image_size: int) -> Shape
   import jax
   import jax.numpy as jnp
 
-  from clan_jax.config.validation import check_image_size
+  from clan_jax.models.fields import check_image_size
   from clan_jax.models import CLAN, create_model
 
   check_image_size(image_size, '--image_size')

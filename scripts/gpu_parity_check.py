@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, '.')
-from clan_jax import benchmark# noqa: E402
-from clan_jax.pytorch import twin as torch_reference
 from clan_jax.convert import torch_to_flax  # noqa: E402
-from clan_jax.models import create_model  # noqa: E402
 from clan_jax.datasets.preprocess import normalize  # noqa: E402
+from clan_jax.models import create_model  # noqa: E402
+from clan_jax.perf import step_benchmark  # noqa: E402
+from clan_jax.pytorch.twin import create_torch_model  # noqa: E402
 
 
 def relative(out, ref) -> float:
@@ -39,7 +39,7 @@ def main() -> None:
   args = parser.parse_args()
   spec = {'model': 'clan', 'depth': args.depth, 'dtype': 'float32'}
   torch.manual_seed(0)
-  twin = torch_reference.create_torch_model(benchmark.model_config(spec), 200).double()
+  twin = create_torch_model(step_benchmark.model_config(spec), 200).double()
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (args.batch_size, args.image_size, args.image_size, 3), np.uint8)
   inputs = torch.from_numpy(normalize(images)).permute(0, 3, 1, 2).contiguous()
@@ -52,7 +52,7 @@ def main() -> None:
   print(f'device: {jax.devices()[0]}; reference: the twin in float64 on the CPU; '
         f'max |logit| {np.abs(reference).max():.3g}')
   for dtype in ('float32', 'bfloat16'):
-    model = create_model(benchmark.model_config({**spec, 'dtype': dtype}), 200)
+    model = create_model(step_benchmark.model_config({**spec, 'dtype': dtype}), 200)
     variables = torch_to_flax(arrays, model, image_size=args.image_size)
     logits = jax.jit(lambda v, x: model.apply(v, normalize(x), train=False)['logits'])(
         variables, jnp.asarray(images))

@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from clan_jax import ablation
+from clan_jax.experiments import ablation_runs
 from clan_jax.base.errors import UserError
-from conftest import run_cli
+from helpers.commands import run_cli
 
 
-def _plan(tmp_path, variants=ablation.DEFAULT_VARIANTS, seeds=(0, 1, 2)):
-  return ablation.plan_runs('configs/demo.py', str(tmp_path), ['--config.num_train_steps=4'],
+def _plan(tmp_path, variants=ablation_runs.DEFAULT_VARIANTS, seeds=(0, 1, 2)):
+  return ablation_runs.plan_runs('configs/demo.py', str(tmp_path), ['--config.num_train_steps=4'],
                             variants, seeds)
 
 
@@ -61,69 +61,69 @@ def test_each_run_sets_its_variant_and_both_seed_fields_but_not_the_dataset(tmp_
 def test_user_overrides_are_kept_as_given_and_controlled_fields_refused():
   argv = ['--config=configs/demo.py', '--config.num_train_steps=400', '--seeds=0,1',
           '--config.dataset.synthetic.seed', '3', '--noconfig.dataset.cache']
-  assert ablation.user_overrides(argv) == [
+  assert ablation_runs.user_overrides(argv) == [
       '--config.num_train_steps=400', '--config.dataset.synthetic.seed=3',
       '--noconfig.dataset.cache']
   for flag in ('--config.seed=1', '--config.dataset.shuffle_seed=1',
                '--config.model.use_clca=False', '--config.model.name=resnet'):
     with pytest.raises(UserError, match='set by the ablation itself'):
-      ablation.user_overrides([flag])
+      ablation_runs.user_overrides([flag])
   # A negative value in the space-separated form is the value, not the next flag.
-  assert ablation.user_overrides(['--config.eval_every_steps', '-1', '--seeds=0']) == [
+  assert ablation_runs.user_overrides(['--config.eval_every_steps', '-1', '--seeds=0']) == [
       '--config.eval_every_steps=-1']
   with pytest.raises(UserError, match='--flagfile is not passed on to the runs'):
-    ablation.user_overrides(['--flagfile=overrides.txt'])
+    ablation_runs.user_overrides(['--flagfile=overrides.txt'])
 
 
 def test_seeds_and_variants_are_checked():
-  assert ablation.parse_seeds(['0', '1', '2']) == [0, 1, 2]
+  assert ablation_runs.parse_seeds(['0', '1', '2']) == [0, 1, 2]
   for bad in (['a'], ['-1'], ['1', '1'], []):
     with pytest.raises(UserError, match='--seeds'):
-      ablation.parse_seeds(bad)
+      ablation_runs.parse_seeds(bad)
   with pytest.raises(UserError, match='among clan, no_clca'):
-    ablation.parse_variants(['clan', 'no_attention'])
+    ablation_runs.parse_variants(['clan', 'no_attention'])
 
 
 def test_finished_runs_are_skipped_and_the_rest_run(tmp_path):
   runs = _plan(tmp_path, seeds=(0, 1))
   launcher = FakeLauncher()
-  assert ablation.execute(runs[:3], launcher) is None  # A first, interrupted, session.
+  assert ablation_runs.execute(runs[:3], launcher) is None  # A first, interrupted, session.
   launcher = FakeLauncher()
   tables = []
-  assert ablation.execute(runs, launcher, on_result=lambda: tables.append(1)) is None
+  assert ablation_runs.execute(runs, launcher, on_result=lambda: tables.append(1)) is None
   assert len(launcher.commands) == 5 and len(tables) == 5
   assert launcher.commands[0] == runs[3].command
   record = json.loads((tmp_path / 'resnet' / 'seed0' / 'ablation_run.json').read_text())
   assert record['wall_s'] >= 0 and record['resumed'] is False
   assert record['overrides'] == list(runs[3].overrides)
-  assert ablation.execute(runs, FakeLauncher()) is None  # All done: nothing runs.
-  rows = ablation.table_rows(runs, ablation.DEFAULT_VARIANTS)
+  assert ablation_runs.execute(runs, FakeLauncher()) is None  # All done: nothing runs.
+  rows = ablation_runs.table_rows(runs, ablation_runs.DEFAULT_VARIANTS)
   assert [row['top1_mean'] for row in rows] == pytest.approx([0.55] * 4)
   assert rows[0]['top_head_top1_mean'] == pytest.approx(0.45)
 
 
 def test_a_workdir_with_other_overrides_is_refused_before_anything_runs(tmp_path):
   runs = _plan(tmp_path, seeds=(0,))
-  ablation.execute(runs[:1], FakeLauncher())
-  other = ablation.plan_runs('configs/demo.py', str(tmp_path), ['--config.num_train_steps=8'],
+  ablation_runs.execute(runs[:1], FakeLauncher())
+  other = ablation_runs.plan_runs('configs/demo.py', str(tmp_path), ['--config.num_train_steps=8'],
                              ['no_clca', 'clan'], [0])
   launcher = FakeLauncher()
   with pytest.raises(UserError, match='other overrides'):
-    ablation.execute(other, launcher)
+    ablation_runs.execute(other, launcher)
   assert launcher.commands == []
   _write_results(str(tmp_path / 'foreign' / 'clan' / 'seed0'), 0.9)
   with pytest.raises(UserError, match='did not start'):
-    ablation.execute(_plan(tmp_path / 'foreign', seeds=(0,)), FakeLauncher())
+    ablation_runs.execute(_plan(tmp_path / 'foreign', seeds=(0,)), FakeLauncher())
 
 
 def test_a_stopped_run_ends_the_session_and_resumes_next_time(tmp_path):
   runs = _plan(tmp_path, variants=['clan'], seeds=(0,))
   (tmp_path / 'clan' / 'seed0' / 'checkpoints').mkdir(parents=True)
-  ablation._start_record(runs[0])  # As a killed session leaves it: a record, a checkpoint.
-  stopped = ablation.execute(runs, FakeLauncher(signal_name='SIGTERM'))
+  ablation_runs._start_record(runs[0])  # As a killed session leaves it: a record, a checkpoint.
+  stopped = ablation_runs.execute(runs, FakeLauncher(signal_name='SIGTERM'))
   assert 'stopped by SIGTERM' in stopped and 'run the same command' in stopped
   launcher = FakeLauncher()
-  assert ablation.execute(runs, launcher) is None and len(launcher.commands) == 1
+  assert ablation_runs.execute(runs, launcher) is None and len(launcher.commands) == 1
   record = json.loads((tmp_path / 'clan' / 'seed0' / 'ablation_run.json').read_text())
   assert record['resumed'] is True
 
@@ -131,25 +131,25 @@ def test_a_stopped_run_ends_the_session_and_resumes_next_time(tmp_path):
 def test_a_signal_as_a_run_ends_keeps_the_run_and_stops(tmp_path):
   runs = _plan(tmp_path, variants=['clan', 'resnet'], seeds=(0,))
   launcher = FakeLauncher(signal_name='SIGINT', finish=True)
-  stopped = ablation.execute(runs, launcher)
+  stopped = ablation_runs.execute(runs, launcher)
   assert stopped.startswith('stopped by SIGINT after 1/2 clan seed 0')
-  assert len(launcher.commands) == 1 and ablation.finished_result(runs[0])['wall_s'] >= 0
+  assert len(launcher.commands) == 1 and ablation_runs.finished_result(runs[0])['wall_s'] >= 0
 
 
 def test_a_failed_run_raises_with_its_log(tmp_path):
   runs = _plan(tmp_path, variants=['resnet'], seeds=(0,))
-  with pytest.raises(ablation.RunFailed, match='exit status 2') as error:
-    ablation.execute(runs, FakeLauncher(returncode=2))
+  with pytest.raises(ablation_runs.RunFailed, match='exit status 2') as error:
+    ablation_runs.execute(runs, FakeLauncher(returncode=2))
   assert 'a line of the log' in str(error.value) and error.value.returncode == 2
 
 
 def test_write_table_writes_markdown_and_json(tmp_path):
   runs = _plan(tmp_path, variants=['clan', 'resnet'], seeds=(0, 1))
-  ablation.execute(runs[:3], FakeLauncher())
+  ablation_runs.execute(runs[:3], FakeLauncher())
   meta = {'command': 'python -m clan_jax.ablation ...', 'config': 'configs/demo.py',
           'overrides': [], 'seeds': [0, 1], 'seed_fields': ['config.seed'],
           'dataset': 'synthetic, dataset.synthetic.seed=0'}
-  markdown = ablation.write_table(str(tmp_path), runs, ['clan', 'resnet'], meta)
+  markdown = ablation_runs.write_table(str(tmp_path), runs, ['clan', 'resnet'], meta)
   assert (tmp_path / 'ablation.md').read_text() == markdown
   assert 'Finished runs: 3 of 4' in markdown
   saved = json.loads((tmp_path / 'ablation.json').read_text())

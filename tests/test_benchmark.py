@@ -10,27 +10,28 @@ import sys
 import pytest
 
 from clan_jax import benchmark
-from conftest import REPO_ROOT
+from clan_jax.perf import step_benchmark
+from helpers.commands import REPO_ROOT
 from configs import default
 
 
 def test_recipe_mirrors_the_default_config():
   model = default.get_model_config().to_dict()
-  for key, value in benchmark.MODEL_DEFAULTS.items():
+  for key, value in step_benchmark.MODEL_DEFAULTS.items():
     expected = model[key]
     assert (tuple(expected) if isinstance(expected, (list, tuple)) else expected) == value, key
   optimizer = default.get_optimizer_config().to_dict()
-  for key, value in benchmark.OPTIMIZER.items():
+  for key, value in step_benchmark.OPTIMIZER.items():
     assert optimizer[key] == value, key
 
 
 def test_planned_runs_add_gpu_variants_only_on_a_gpu():
-  cpu = benchmark.planned_runs(['jax', 'torch'], ['train'], [], gpu=False, torch_compile=False)
+  cpu = step_benchmark.planned_runs(['jax', 'torch'], ['train'], [], gpu=False, torch_compile=False)
   assert cpu == [('jax', 'xla', 'train'), ('torch', 'eager', 'train'),
                  ('torch', 'channels_last', 'train')]
-  gpu = benchmark.planned_runs(['torch'], ['eval'], [], gpu=True, torch_compile=False)
+  gpu = step_benchmark.planned_runs(['torch'], ['eval'], [], gpu=True, torch_compile=False)
   assert [v for _, v, _ in gpu] == ['eager', 'channels_last', 'amp_bf16', 'compile']
-  compiled = benchmark.planned_runs(['torch'], ['eval'], [], gpu=False, torch_compile=True)
+  compiled = step_benchmark.planned_runs(['torch'], ['eval'], [], gpu=False, torch_compile=True)
   assert compiled[-1] == ('torch', 'compile', 'eval')
 
 
@@ -44,19 +45,19 @@ def test_ratios_are_against_torchs_fastest_eager_variant():
   records = [_record('jax', 'xla', 4.0, flops_per_step=8e12),
              _record('torch', 'eager', 5.0), _record('torch', 'channels_last', 8.0),
              _record('torch', 'compile', 16.0)]  # Not eager: not the reference.
-  benchmark.add_derived(records, peak_tflops=10.0)
+  step_benchmark.add_derived(records, peak_tflops=10.0)
   jax_record = records[0]
   assert jax_record['torch_fastest_eager'] == 'channels_last'
   assert jax_record['step_time_ratio_to_torch_eager'] == pytest.approx(2.0)
   assert records[3]['jax_speedup'] == pytest.approx(0.25)
   assert records[1]['tflops'] == pytest.approx(8e12 / (8 / 5.0) / 1e12)
   assert records[1]['mfu'] == pytest.approx(records[1]['tflops'] / 10.0)
-  assert 'channels_last' in benchmark.format_table(records)
+  assert 'channels_last' in step_benchmark.format_table(records)
 
 
 def test_median_record_keeps_every_runs_figure():
   runs = [_record('jax', 'xla', v) for v in (3.0, 1.0, 2.0)]
-  chosen = benchmark.median_record(runs + [{'error': 'exit status 1'}])
+  chosen = step_benchmark.median_record(runs + [{'error': 'exit status 1'}])
   assert chosen['images_per_sec'] == 2.0
   assert sorted(chosen['images_per_sec_runs']) == [1.0, 2.0, 3.0]
 
@@ -66,7 +67,7 @@ def test_model_flops_counts_two_per_multiply_add():
   import jax.numpy as jnp
 
   lowered = jax.jit(jnp.dot).lower(jnp.zeros((8, 16)), jnp.zeros((16, 4)))
-  assert benchmark.model_flops(lowered) == 2 * 8 * 16 * 4
+  assert step_benchmark.model_flops(lowered) == 2 * 8 * 16 * 4
 
 
 def test_end_to_end_records_and_model_flops(tmp_path):
@@ -108,7 +109,7 @@ def test_end_to_end_records_and_model_flops(tmp_path):
 def test_clan_cost_alternates_the_two_models_in_one_process():
   spec = {'framework': 'torch', 'variant': 'eager', 'depth': 18, 'mode': 'eval',
           'image_size': 64, 'batch_size': 2, 'dtype': 'float32', 'steps': 3, 'warmup': 0}
-  clan, resnet = benchmark.measure_clan_cost(spec)
+  clan, resnet = step_benchmark.measure_clan_cost(spec)
   assert (clan['model'], resnet['model']) == ('clan', 'resnet')
   assert clan['steps'] == resnet['steps'] == 3
   assert clan['clan_cost'] == resnet['clan_cost'] == pytest.approx(
@@ -124,14 +125,14 @@ def _cost_run(framework, variant, cost, mode='eval'):
 
 
 def test_clan_cost_takes_the_median_run_and_torchs_lowest_eager_cost():
-  chosen = benchmark.median_cost_run([_cost_run('jax', 'xla', c) for c in (1.3, 1.1, 1.2)]
+  chosen = step_benchmark.median_cost_run([_cost_run('jax', 'xla', c) for c in (1.3, 1.1, 1.2)]
                                      + [{'error': 'exit status 1'}])
   assert [r['clan_cost'] for r in chosen] == [1.2, 1.2]
   assert chosen[0]['clan_cost_runs'] == [1.3, 1.1, 1.2]
   records = chosen + [r for variant, cost in (('eager', 1.25), ('channels_last', 1.15),
                                               ('compile', 1.0))  # Not eager: left out.
-                      for r in benchmark.median_cost_run([_cost_run('torch', variant, cost)])]
-  table = benchmark.format_cost_table(records)
+                      for r in step_benchmark.median_cost_run([_cost_run('torch', variant, cost)])]
+  table = step_benchmark.format_cost_table(records)
   assert ('eval: CLAN costs 1.200x ResNet in JAX, 1.150x in torch (channels_last, the lowest '
           'eager cost)') in table
 
@@ -153,7 +154,7 @@ def test_a_depth_resnet_lacks_is_a_usage_message_before_any_run():
 
 
 def test_failed_runs_make_the_exit_status_nonzero(monkeypatch, capsys):
-  monkeypatch.setattr(benchmark, 'run_worker', lambda spec: {**benchmark._identity(spec),
+  monkeypatch.setattr(benchmark, 'run_worker', lambda spec: {**step_benchmark._identity(spec),
                                                               'error': 'exit status 1'})
   monkeypatch.setattr(benchmark, 'gpu_available', lambda: False)
   benchmark.FLAGS(['benchmark', '--frameworks=jax', '--modes=eval'])

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run_cli
+from helpers.commands import run_cli
 
 
 def test_benchmark_reports_encoded_and_cached_throughput(tmp_path):

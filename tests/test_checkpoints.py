@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from clan_jax.train.checkpoints import restore_variables, save_variables
+from clan_jax.train.checkpoints import load_variables_checkpoint, save_variables
 from clan_jax.base.errors import CheckpointError
 
 
@@ -13,16 +13,16 @@ def test_round_trip_is_exact_and_existing_checkpoints_are_kept(tmp_path):
   variables = {'params': {'fc': {'kernel': rng.standard_normal((4, 3)).astype(np.float32)}},
                'batch_stats': {'bn1': {'mean': rng.standard_normal(3).astype(np.float32)}}}
   path = save_variables(variables, tmp_path / 'init')
-  restored = restore_variables(path)
+  restored = load_variables_checkpoint(path)
   assert jax.tree.structure(restored) == jax.tree.structure(variables)
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(variables)):
     np.testing.assert_array_equal(np.asarray(a), b)
   with pytest.raises(CheckpointError, match='already exists; it is never overwritten'):
     save_variables({'params': {}}, path)
-  np.testing.assert_array_equal(restore_variables(path)['params']['fc']['kernel'],
+  np.testing.assert_array_equal(load_variables_checkpoint(path)['params']['fc']['kernel'],
                                 variables['params']['fc']['kernel'])
   with pytest.raises(CheckpointError, match='no such checkpoint directory'):
-    restore_variables(tmp_path / 'absent')
+    load_variables_checkpoint(tmp_path / 'absent')
 
 
 def test_resuming_with_another_optimizer_names_the_optimizer(tmp_path):
@@ -90,7 +90,7 @@ def test_an_init_checkpoint_that_is_not_a_variables_checkpoint_is_named(tmp_path
   checkpoints.save(3, {'w': np.ones(2, np.float32)}, {'step': 3})
   checkpoints.wait()
   with pytest.raises(CheckpointError, match="a training run's checkpoint .*give its --workdir"):
-    restore_variables(tmp_path / 'checkpoints' / '3')
+    load_variables_checkpoint(tmp_path / 'checkpoints' / '3')
   (tmp_path / 'empty').mkdir()
   with pytest.raises(CheckpointError, match='has no _METADATA.*not a checkpoint'):
-    restore_variables(tmp_path / 'empty')
+    load_variables_checkpoint(tmp_path / 'empty')

@@ -18,9 +18,9 @@ from clan_jax.base.errors import ConfigError
 from clan_jax.models import create_model, multi_head_loss
 from clan_jax.models.clan import (CrossAttentionContext, GlobalContext,
                                   folded_order_multiply_adds, standard_order_multiply_adds)
-from clan_jax.parity import compare, flax_outputs, twin_outputs
+from clan_jax.pytorch.parity_check import compare, flax_outputs, twin_outputs
 from configs import default
-from torch_helpers import assert_close_to_scale, numpy_state_dict, randomize_, to_nchw
+from helpers.torch_helpers import assert_close_to_scale, numpy_state_dict, randomize_, to_nchw
 
 NUM_CLASSES = 5
 IMAGE_SIZE = 64

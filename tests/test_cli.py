@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, run_cli
+from helpers.commands import REPO_ROOT, run_cli
 
 
 def _error_line(result) -> str:

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 from clan_jax.config.validation import validate_config
-from conftest import REPO_ROOT
+from helpers.commands import REPO_ROOT
 
 CONFIGS = ['default', 'cub', 'cars', 'aircraft', 'dogs', 'demo']
 

@@ -1,6 +1,6 @@
 """Weight conversion and numerical parity of the Flax ResNet with the PyTorch twin.
 
-Every parameter and BN statistic is randomised (tests/torch_helpers.py). float64 proves
+Every parameter and BN statistic is randomised (tests/helpers/torch_helpers.py). float64 proves
 the algorithm (agreement ~1e-13); float32 checks are relative to the output's scale.
 """
 
@@ -15,7 +15,7 @@ from clan_jax.convert import flax_to_torch, flax_to_torch_arrays, torch_to_flax
 from clan_jax.base.errors import CheckpointError
 from clan_jax.models import create_model
 from clan_jax.pytorch.twin import create_torch_model
-from torch_helpers import (assert_close_to_scale, numpy_state_dict, randomize_, to_nchw,
+from helpers.torch_helpers import (assert_close_to_scale, numpy_state_dict, randomize_, to_nchw,
                            to_nhwc)
 
 NUM_CLASSES = 10
@@ -168,8 +168,8 @@ def test_flax_to_torch_checks_variables_against_the_model(resnet_config):
 
 def test_command_line_writes_a_variables_checkpoint_and_never_overwrites(
     tmp_path, resnet18_pth):
-  from clan_jax.train.checkpoints import restore_variables
-  from conftest import run_cli
+  from clan_jax.train.checkpoints import load_variables_checkpoint
+  from helpers.commands import run_cli
 
   output = tmp_path / 'converted'
   args = ['-m', 'clan_jax.convert', f'--torch_checkpoint={resnet18_pth}',
@@ -178,7 +178,7 @@ def test_command_line_writes_a_variables_checkpoint_and_never_overwrites(
   written = run_cli(*args)
   # Orbax's ~40 routine INFO lines per save are dropped (cli.quiet_library_logs).
   assert 'orbax' not in written.stderr, written.stderr
-  restored = restore_variables(output)
+  restored = load_variables_checkpoint(output)
   assert set(restored) == {'params', 'batch_stats'}
   expected = numpy_state_dict_from_file(resnet18_pth)
   converted = flax_to_torch_arrays(restored)
@@ -200,8 +200,8 @@ def numpy_state_dict_from_file(path):
 
 
 def test_command_line_loads_an_imagenet_backbone_into_clan(tmp_path, resnet18_pth):
-  from clan_jax.train.checkpoints import restore_variables
-  from conftest import run_cli
+  from clan_jax.train.checkpoints import load_variables_checkpoint
+  from helpers.commands import run_cli
 
   args = ['-m', 'clan_jax.convert', f'--torch_checkpoint={resnet18_pth}',
           '--config=configs/default.py', '--config.model.depth=18',
@@ -209,7 +209,7 @@ def test_command_line_loads_an_imagenet_backbone_into_clan(tmp_path, resnet18_pt
   no_classes = run_cli(*args, f'--output={tmp_path / "a"}', check_returncode=2)
   assert 'pass --num_classes=K' in no_classes.stderr
   run_cli(*args, '--num_classes=5', f'--output={tmp_path / "clan"}')
-  converted = flax_to_torch_arrays(restore_variables(tmp_path / 'clan'))
+  converted = flax_to_torch_arrays(load_variables_checkpoint(tmp_path / 'clan'))
   expected = numpy_state_dict_from_file(resnet18_pth)
   assert converted['heads.concat.weight'].shape == (5, 512 + 2 * 16)
   assert 'clca.layer2.query.weight' in converted and 'clsa.layer3.weight' in converted

@@ -10,8 +10,9 @@ import tensorflow_datasets as tfds
 
 from clan_jax import datasets
 from clan_jax.datasets.sources import ChecksumError, MissingFilesError
-from conftest import dataset_config, run_cli
-from fake_data import CORRUPT, CUB_CLASSES, CUB_IMAGES, write_folder
+from helpers.commands import run_cli
+from helpers.configs import dataset_config
+from helpers.fake_data import CORRUPT, CUB_CLASSES, CUB_IMAGES, write_folder
 
 
 def _examples(config, split):

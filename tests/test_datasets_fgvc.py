@@ -19,8 +19,8 @@ from clan_jax.datasets.dogs import ClanDogs
 from clan_jax.datasets.sources import ChecksumError, MissingFilesError, sha256_of
 from clan_jax.base.errors import ConfigError, UserError
 from clan_jax.datasets.preprocess import normalize_encoded_image
-from conftest import run_cli
-import fake_fgvc_data as fake
+from helpers.commands import run_cli
+from helpers import fake_fgvc_data as fake
 
 
 def _prepare(builder_class, manual_dir, data_dir, **kwargs):

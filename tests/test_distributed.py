@@ -12,7 +12,7 @@ import pytest
 from clan_jax.train import distributed
 from clan_jax.train.distributed import Launch
 from clan_jax.base.errors import UserError
-from conftest import REPO_ROOT, run_cli
+from helpers.commands import REPO_ROOT, run_cli
 
 
 def test_no_flag_is_one_process():

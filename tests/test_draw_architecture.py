@@ -8,7 +8,7 @@ from PIL import Image
 from clan_jax.convert import abstract_variables
 from clan_jax.models import create_model
 from configs import default
-from conftest import run_cli
+from helpers.commands import run_cli
 from scripts import draw_architecture
 
 SIZE, CLASSES = 64, 10

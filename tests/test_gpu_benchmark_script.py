@@ -6,7 +6,7 @@ import re
 import subprocess
 
 from clan_jax import benchmark
-from conftest import REPO_ROOT
+from helpers.commands import REPO_ROOT
 
 SCRIPT = REPO_ROOT / 'scripts' / 'gpu_benchmark.sh'
 

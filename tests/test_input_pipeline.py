@@ -7,8 +7,8 @@ from clan_jax.datasets import input_pipeline
 
 from clan_jax.datasets import preprocess
 from clan_jax.base.errors import ConfigError
-from conftest import dataset_config
-from fake_data import CUB_CLASSES, CUB_IMAGES, cub_image_bytes
+from helpers.configs import dataset_config
+from helpers.fake_data import CUB_CLASSES, CUB_IMAGES, cub_image_bytes
 
 
 @pytest.fixture(scope='module')
@@ -146,14 +146,6 @@ def test_a_dataset_that_must_not_be_built_here_is_a_clear_error(small_synthetic,
   with pytest.raises(ConfigError, match='is not built in .* clan_jax.datasets.prepare'):
     input_pipeline.load_split(unbuilt, 'train', build=False)
   assert not list(tmp_path.iterdir())
-
-
-def test_normalize_on_device_matches_numpy():
-  import jax
-
-  images = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), np.uint8)
-  on_device = jax.jit(input_pipeline.normalize_on_device)(images)
-  np.testing.assert_allclose(on_device, preprocess.normalize(images), rtol=1e-6)
 
 
 @pytest.mark.parametrize('cache', [False, True])

@@ -1,6 +1,6 @@
 """main.py: flag parsing and config validation with clear messages, no tracebacks."""
 
-from conftest import run_cli
+from helpers.commands import run_cli
 
 
 def test_missing_workdir_is_a_message():

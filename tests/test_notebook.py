@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import REPO_ROOT, cli_environment
+from helpers.commands import REPO_ROOT, cli_environment
 
 NOTEBOOK = REPO_ROOT / 'notebooks' / 'clan_colab.ipynb'
 NUM_FIGURES = 2

@@ -3,8 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from clan_jax.parity import Difference, compare
-from conftest import run_cli
+from clan_jax.pytorch.parity_check import Difference, compare
+from helpers.commands import run_cli
 
 
 def _args(checkpoint, *extra):
@@ -50,7 +50,7 @@ def test_clan_checkpoint_compares_every_head_and_map(tmp_path):
 
   from clan_jax.pytorch.twin import create_torch_model
   from configs import default
-  from torch_helpers import randomize_
+  from helpers.torch_helpers import randomize_
 
   config = default.get_model_config()
   config.update({'depth': 18, 'clca_dim': 32, 'head_dim': 16, 'clca_heads': 2})

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clan_jax import predict
-from conftest import (REPO_ROOT, TRAINED_SYNTHETIC_EVAL_STEPS, cli_environment,
-                      synthetic_test_image)
+from clan_jax.inference import predictor
+from helpers.commands import REPO_ROOT, cli_environment
+from helpers.trained_model import TRAINED_SYNTHETIC_EVAL_STEPS, synthetic_test_image
 
 # With `pytest -n N --dist loadgroup`, one worker runs the tests of the shared trained model.
 pytestmark = pytest.mark.xdist_group('trained_synthetic')
@@ -150,14 +150,14 @@ def test_human_output_is_the_path_and_a_line_per_class(trained_synthetic_workdir
 def test_format_record():
   record = {'image': 'a.jpg', 'top5': [{'label': 3, 'name': 'wren', 'prob': 0.81234},
                                        {'label': 0, 'name': 'tit', 'prob': 0.1}]}
-  assert predict.format_record(record) == 'a.jpg\n  0.8123  wren (label 3)\n  0.1000  tit (label 0)'
-  assert predict.format_record({'image': 'b.jpg', 'error': 'b.jpg: no such image file.'}) == (
+  assert predictor.format_record(record) == 'a.jpg\n  0.8123  wren (label 3)\n  0.1000  tit (label 0)'
+  assert predictor.format_record({'image': 'b.jpg', 'error': 'b.jpg: no such image file.'}) == (
       'b.jpg\n  error: b.jpg: no such image file.')
 
 
 def test_top_k_breaks_ties_by_label_and_stops_at_k():
   probabilities = np.array([0.1, 0.3, 0.1, 0.3, 0.05, 0.05, 0.1], np.float32)
-  top = predict.top_k(probabilities, [f'c{i}' for i in range(7)])
+  top = predictor.top_k(probabilities, [f'c{i}' for i in range(7)])
   assert [e['label'] for e in top] == [1, 3, 0, 2, 6]
 
 
@@ -168,7 +168,7 @@ def test_torch_checkpoint_gives_the_twins_probabilities(trained_synthetic_workdi
 
   from clan_jax.datasets import preprocess
   from clan_jax.pytorch.twin import create_torch_model
-  from torch_helpers import randomize_, to_nchw
+  from helpers.torch_helpers import randomize_, to_nchw
 
   config = ml_collections.ConfigDict(
       json.loads((trained_synthetic_workdir / 'config.json').read_text()))
@@ -196,14 +196,14 @@ def test_class_names_come_from_a_prepared_dataset(trained_synthetic_workdir):
   config = ml_collections.ConfigDict(
       json.loads((trained_synthetic_workdir / 'config.json').read_text()))
   names = json.loads((trained_synthetic_workdir / 'classes.json').read_text())['classes']
-  assert predict.dataset_class_names(config.dataset, 4) == names
-  assert predict.dataset_class_names(config.dataset, 5) == [f'class_{i}' for i in range(5)]
+  assert predictor.dataset_class_names(config.dataset, 4) == names
+  assert predictor.dataset_class_names(config.dataset, 5) == [f'class_{i}' for i in range(5)]
 
 
 @pytest.mark.parametrize('args, message', [
     (['--workdir={missing}', 'a.png'], 'no such directory'),
     (['--workdir={empty}', 'a.png'], 'config.json is missing'),
-    (['--workdir={no_checkpoints}', 'a.png'], 'no such checkpoint directory; train first'),
+    (['--workdir={no_checkpoints}', 'a.png'], 'checkpoints (no such folder); train first'),
     (['--workdir={workdir}'], 'no image given'),
     (['--workdir={workdir}', '--torch_checkpoint=x.pth', 'a.png'], 'not both'),
     (['--torch_checkpoint=x.pth', 'a.png'], '--torch_checkpoint needs --config'),
@@ -230,4 +230,4 @@ def test_a_workdir_under_home_written_with_a_tilde(tmp_path, monkeypatch):
   monkeypatch.setenv('HOME', str(tmp_path))
   (tmp_path / 'run').mkdir()
   with pytest.raises(UserError, match=f'{tmp_path}/run/config.json is missing'):
-    predict.load_workdir('~/run')
+    predictor.predictor_from_workdir('~/run')

@@ -8,7 +8,7 @@ from PIL import Image
 
 from clan_jax.datasets import preprocess
 from clan_jax.base.errors import UserError
-from fake_data import encode, photo
+from helpers.fake_data import encode, photo
 
 
 @pytest.mark.parametrize('kind, native', [

@@ -14,7 +14,7 @@ from clan_jax.convert import abstract_variables
 from clan_jax.base.errors import ConfigError
 from clan_jax.models import create_model
 from clan_jax.models.resnet import stage_channels
-from conftest import REPO_ROOT
+from helpers.commands import REPO_ROOT
 
 
 def _param_count(variables) -> int:

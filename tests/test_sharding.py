@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO_ROOT
+from helpers.commands import REPO_ROOT
 
 SCRIPT = textwrap.dedent('''
     import jax, numpy as np

@@ -1,8 +1,8 @@
 """Parameter and FLOP counts from XLA's cost analysis."""
 
-from clan_jax.summary import model_cost
+from clan_jax.perf.model_cost import model_cost
 from configs import default
-from conftest import run_cli
+from helpers.commands import run_cli
 
 
 def test_resnet18_costs_match_torchvision_figures():

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, cli_environment
+from helpers.commands import REPO_ROOT, cli_environment
 
 CONFIG = '''
 from configs import default
@@ -187,19 +187,15 @@ def test_eval_without_a_checkpoint_is_one_message_without_traceback(env, tmp_pat
 
 
 def test_best_without_an_evaluated_checkpoint_points_to_latest(tmp_path):
-  import types
-
-  from clan_jax.train import checkpoints
-
-  from clan_jax.train import loop as train
   from clan_jax.base.errors import UserError
+  from clan_jax.train import checkpoints
 
   saved = checkpoints.TrainCheckpoints(tmp_path / 'checkpoints', keep_last=2)
   saved.save(3, {'params': {'w': np.zeros(2, np.float32)}}, {'step': 3})  # No eval metrics.
   saved.wait()
   saved.close()
   with pytest.raises(UserError, match='no evaluated checkpoint in .*use --checkpoint=latest'):
-    train._restore_variables(types.SimpleNamespace(workdir=str(tmp_path)), 'best')
+    checkpoints.load_run_variables(tmp_path / 'checkpoints', 'best', lambda: None)
 
 
 @pytest.mark.parametrize('flags, message', [
@@ -224,11 +220,9 @@ def test_eval_of_a_pytorch_checkpoint_equals_the_twins_accuracy(env, tmp_path):
 
   import torch
 
-  from clan_jax.datasets import input_pipeline
-
-  from clan_jax.datasets import preprocess
+  from clan_jax.datasets import input_pipeline, preprocess
   from clan_jax.pytorch.twin import create_torch_model
-  from torch_helpers import randomize_, to_nchw
+  from helpers.torch_helpers import randomize_, to_nchw
 
   loader = importlib.util.spec_from_file_location('tiny_config', env['config'])
   module = importlib.util.module_from_spec(loader)
@@ -237,7 +231,9 @@ def test_eval_of_a_pytorch_checkpoint_equals_the_twins_accuracy(env, tmp_path):
   twin = randomize_(create_torch_model(config.model, 4), seed=21).eval()
   path = tmp_path / 'twin.pth'
   torch.save(twin.state_dict(), path)
-  run(env, tmp_path / 'eval', '--mode=eval', f'--config.init.torch_checkpoint={path}')
+  # A whole model's file is named by --checkpoint (an init.torch_checkpoint is an ImageNet
+  # backbone unless init.torch_backbone_only=False: test_model_source.py).
+  run(env, tmp_path / 'eval', '--mode=eval', f'--checkpoint={path}')
   results = read_json(tmp_path / 'eval' / 'eval_results.json')
   assert results['protocol']['checkpoint'] == 'torch'
 

@@ -12,14 +12,13 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO_ROOT
+from helpers.commands import REPO_ROOT
 
 SCRIPT = textwrap.dedent('''
     import types
     import jax, jax.numpy as jnp, numpy as np
-    from clan_jax.train import optim
-    from clan_jax.train import sharding
     from clan_jax.train import loop as train
+    from clan_jax.train import optim, sharding, steps
     from clan_jax.convert import flax_to_torch_arrays
     from clan_jax.models import create_model
     from configs import default
@@ -43,7 +42,7 @@ SCRIPT = textwrap.dedent('''
       tx, schedules = optim.create_optimizer(config.optimizer, variables['params'],
                                              num_classes=5, batch_size=8, total_steps=10,
                                              warmup_steps=0)
-      state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+      state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                                batch_stats=variables['batch_stats'],
                                opt_state=tx.init(variables['params']))
       state = jax.device_put(state, sharding.replicated_sharding(mesh))

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, cli_environment
+from helpers.commands import REPO_ROOT, cli_environment
 
 STEPS = 6
 CONFIG = f'''
@@ -59,7 +59,7 @@ def get_config():
 SCRIPT = textwrap.dedent('''
     import os, sys
     import jax, jax.numpy as jnp, numpy as np
-    import main as entry
+    from clan_jax import main as entry
     from clan_jax.base import cli
     from clan_jax.train import loop as train
 
@@ -69,14 +69,14 @@ SCRIPT = textwrap.dedent('''
     # Halves the compile time of the initialisation on XLA:CPU (both topologies run this).
     jax.config.update('jax_threefry_partitionable', False)
 
-    def initial_variables(run, original=train.initial_variables):
+    def initial_variables(run, original=train.initial_training_variables):
       # On the host: a cast on the device would compile one program per parameter.
       variables = jax.tree.map(lambda x: np.asarray(x, float64(x.dtype)), original(run))
       if os.environ.get('INITIAL_VARIABLES'):
         np.savez(os.environ['INITIAL_VARIABLES'], **flat(variables))
       return variables
 
-    def abstract_train_state(run, original=train._abstract_train_state):
+    def abstract_train_state(run, original=train.abstract_train_state):
       return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, float64(x.dtype),
                                                          sharding=x.sharding), original(run))
 
@@ -112,8 +112,8 @@ SCRIPT = textwrap.dedent('''
 
       sys.addaudithook(hook)
 
-    train.initial_variables = initial_variables
-    train._abstract_train_state = abstract_train_state
+    train.initial_training_variables = initial_variables
+    train.abstract_train_state = abstract_train_state
     report_writes(next(a.split('=', 1)[1] for a in sys.argv if a.startswith('--workdir=')))
     cli.run(entry.main)
 ''')

@@ -15,15 +15,13 @@ import pytest
 import torch
 from clu import metrics
 
-from clan_jax.train import optim
-
-from clan_jax.datasets import preprocess
-
-from clan_jax.train import loop as train
 from clan_jax.convert import flax_to_torch_arrays, torch_to_flax
+from clan_jax.datasets import preprocess
+from clan_jax.train import loop as train
+from clan_jax.train import optim, steps
 from clan_jax.pytorch.twin import create_torch_model, create_torch_optimizer, multi_head_loss
 from configs import default
-from torch_helpers import assert_close_to_scale, numpy_state_dict, randomize_, to_nchw
+from helpers.torch_helpers import assert_close_to_scale, numpy_state_dict, randomize_, to_nchw
 
 NUM_CLASSES, IMAGE_SIZE, BATCH, STEPS, TOTAL, WARMUP = 5, 64, 4, 3, 10, 2
 
@@ -31,7 +29,7 @@ NUM_CLASSES, IMAGE_SIZE, BATCH, STEPS, TOTAL, WARMUP = 5, 64, 4, 3, 10, 2
 def _config(**model):
   config = default.get_config()
   config.model.update(depth=18, **model)
-  # The recipe's rates, momentum and decay (CLAN_SPEC); label smoothing on.
+  # The recipe's rates, momentum and decay (docs/MODEL.md); label smoothing on.
   config.optimizer.update(label_smoothing=0.1)
   config.model.head_loss_weights.update(mid=0.5, concat=2.0)
   return config
@@ -65,12 +63,12 @@ def _jax_steps(config, model, variables, batches, jit=False):
   tx, schedules = optim.create_optimizer(config.optimizer, variables['params'],
                                          num_classes=NUM_CLASSES, batch_size=BATCH,
                                          total_steps=TOTAL, warmup_steps=WARMUP)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                            batch_stats=variables['batch_stats'],
                            opt_state=tx.init(variables['params']))
   collection = metrics.Collection.create(
       **{name: metrics.Average.from_output(name) for name in train.metric_names(model)})
-  step = functools.partial(train.train_step, model, tx, schedules, config, collection)
+  step = functools.partial(train.train_step_with_metrics, model, tx, schedules, config, collection)
   step = jax.jit(step) if jit else step
   for batch in batches:
     state, _ = step(state, batch)

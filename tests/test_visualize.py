@@ -1,4 +1,4 @@
-"""clan_jax.viz.attention: figure functions on synthetic maps, --mode=visualize, TensorBoard images.
+"""clan_jax/viz (figures, attention): figure functions on synthetic maps, --mode=visualize, TensorBoard images.
 
 The synthetic outputs have the shapes of the model's (tests/test_clan.py checks those); the
 real model's outputs go through the figures in the command-line test. The last tests share
@@ -15,10 +15,11 @@ import types
 import numpy as np
 import pytest
 
-from clan_jax.viz import attention as visualize
 from clan_jax.base.errors import UserError
-from conftest import (REPO_ROOT, TRAINED_SYNTHETIC_EVAL_STEPS, TRAINED_SYNTHETIC_STEPS,
-                      cli_environment)
+from clan_jax.inference.run_modes import visualize_run
+from clan_jax.viz import attention, figures
+from helpers.commands import REPO_ROOT, cli_environment
+from helpers.trained_model import TRAINED_SYNTHETIC_EVAL_STEPS, TRAINED_SYNTHETIC_STEPS
 from configs import default
 
 MIDS = ('layer2', 'layer3')
@@ -54,19 +55,19 @@ def _grey_image():
 
 
 def test_positions_and_nearest_upsampling():
-  assert visualize.stage_stride('layer2') == 8 and visualize.stage_stride('layer4') == 32
-  assert visualize.query_cell((0.5, 0.5), (8, 8)) == (4, 4)
-  assert visualize.query_cell((0.0, 1.0), (4, 4)) == (0, 3)  # 1.0 is the last cell.
-  assert visualize.cell_centre((0, 3), (4, 4), (64, 64)) == (55.5, 7.5)
-  up = visualize.upsample_nearest(np.arange(4.0).reshape(2, 2), (4, 6))
+  assert figures.stage_stride('layer2') == 8 and figures.stage_stride('layer4') == 32
+  assert figures.query_cell((0.5, 0.5), (8, 8)) == (4, 4)
+  assert figures.query_cell((0.0, 1.0), (4, 4)) == (0, 3)  # 1.0 is the last cell.
+  assert figures.cell_centre((0, 3), (4, 4), (64, 64)) == (55.5, 7.5)
+  up = figures.upsample_nearest(np.arange(4.0).reshape(2, 2), (4, 6))
   np.testing.assert_array_equal(up, [[0, 0, 0, 1, 1, 1]] * 2 + [[2, 2, 2, 3, 3, 3]] * 2)
 
 
 def test_a_hot_cell_shows_in_its_block_of_the_overlay():
-  pixels = visualize.overlay(_grey_image(), _hot((4, 4), (1, 2)))
+  pixels = figures.overlay(_grey_image(), _hot((4, 4), (1, 2)))
   assert pixels.shape == (SIZE, SIZE, 3) and pixels.dtype == np.uint8
   _assert_hot_exactly(pixels, _hot_block((4, 4), (1, 2)))
-  flat = visualize.overlay(_grey_image(), np.full((4, 4), 0.3))  # Constant: no hot spot.
+  flat = figures.overlay(_grey_image(), np.full((4, 4), 0.3))  # Constant: no hot spot.
   assert len(np.unique(flat.reshape(-1, 3), axis=0)) == 1
 
 
@@ -86,10 +87,10 @@ def _cross_attention_outputs(batch=2, heads=2, query=(4, 4), hot_top=(0, 1)):
 
 def test_cross_attention_panels_titles_markers_and_hot_spots():
   outputs = _cross_attention_outputs()
-  clca = {n: visualize.clca_row(a, 4 * 8 + 4 if n == 'layer2' else 2 * 4 + 2)[0]
+  clca = {n: figures.clca_row(a, 4 * 8 + 4 if n == 'layer2' else 2 * 4 + 2)[0]
           for n, a in outputs['clca'].items()}
   clsa = {n: m[0] for n, m in outputs['clsa'].items()}
-  panels = visualize.example_panels(_grey_image(), clsa, clca, MIDS, (0.5, 0.5))
+  panels = figures.example_panels(_grey_image(), clsa, clca, MIDS, (0.5, 0.5))
   assert [p.title.split('\n')[0] for p in panels] == [
       'input', 'CLSA layer2', 'CLSA layer3', 'CLSA fused', 'CLCA layer2 row at (4, 4)',
       'CLCA layer3 row at (2, 2)']
@@ -106,40 +107,40 @@ def test_cross_attention_panels_titles_markers_and_hot_spots():
 def test_figures_from_the_full_attention_are_one_fixed_size_image_each():
   outputs = _cross_attention_outputs()
   images = np.stack([_grey_image()] * 2)
-  figures = visualize.attention_figures(images, np.array([2, 0]), outputs,
+  drawn = figures.attention_figures(images, np.array([2, 0]), outputs,
                                         ['a', 'b', 'c', 'd'], MIDS, (0.5, 0.5))
-  width = round(6 * visualize.PANEL_INCHES * visualize.DPI)
-  assert [f.shape for f in figures] == [(figures[0].shape[0], width, 3)] * 2
-  assert all(f.dtype == np.uint8 for f in figures) and not np.array_equal(*figures)
+  width = round(6 * figures.PANEL_INCHES * figures.DPI)
+  assert [f.shape for f in drawn] == [(drawn[0].shape[0], width, 3)] * 2
+  assert all(f.dtype == np.uint8 for f in drawn) and not np.array_equal(*drawn)
 
 
 def test_global_context_panels_show_the_pooling_weights_without_a_query():
   weights = {'layer2': _hot((4,), 3), 'layer3': _hot((4,), 0)}  # Top cells (1, 1), (0, 0).
   clsa = {n: m[0] for n, m in _cross_attention_outputs()['clsa'].items()}
-  panels = visualize.example_panels(_grey_image(), clsa, weights, MIDS, (0.5, 0.5),
+  panels = figures.example_panels(_grey_image(), clsa, weights, MIDS, (0.5, 0.5),
                                     clca_kind='global_context')
   assert [p.title.split('\n')[0] for p in panels][-2:] == ['CLCA layer2 pooling weights',
                                                            'CLCA layer3 pooling weights']
   assert all(p.marker is None for p in panels)
   _assert_hot_exactly(panels[4].pixels, _hot_block((2, 2), (1, 1)))
   _assert_hot_exactly(panels[5].pixels, _hot_block((2, 2), (0, 0)))
-  figure = visualize.attention_figures(
+  figure = figures.attention_figures(
       _grey_image()[None], np.array([0]), {'logits': np.zeros((1, 4)), 'clca': {
           n: w[None] for n, w in weights.items()}}, 'abcd', MIDS, (0.5, 0.5),
       clca_kind='global_context')[0]
-  assert figure.shape[1] == round(3 * visualize.PANEL_INCHES * visualize.DPI)  # No CLSA.
+  assert figure.shape[1] == round(3 * figures.PANEL_INCHES * figures.DPI)  # No CLSA.
 
 
 def test_models_without_attention_maps_are_a_clear_error(tmp_path):
   config = default.get_config()
   config.model.name = 'resnet'
   with pytest.raises(UserError, match="model.name='resnet' has no attention maps"):
-    visualize.visualize(config, str(tmp_path))
+    visualize_run(config, str(tmp_path))
   config.model.update(name='clan', use_clsa=False, use_clca=False)
   with pytest.raises(UserError, match='use_clsa and model.use_clca are both False'):
-    visualize.visualize(config, str(tmp_path))
+    visualize_run(config, str(tmp_path))
   run = types.SimpleNamespace(config=config)
-  assert visualize.training_figures(run) is None  # Training goes on without figures.
+  assert attention.training_figures(run) is None  # Training goes on without figures.
 
 
 def test_visualize_mode_writes_one_png_per_image(trained_synthetic_workdir):
@@ -155,8 +156,8 @@ def test_visualize_mode_writes_one_png_per_image(trained_synthetic_workdir):
   assert sorted(os.listdir(directory)) == ['image_0.png', 'image_1.png']
   assert str(directory) in result.stdout
   with Image.open(directory / 'image_0.png') as image:
-    assert image.mode == 'RGB' and image.width == round(6 * visualize.PANEL_INCHES *
-                                                        visualize.DPI)
+    assert image.mode == 'RGB' and image.width == round(6 * figures.PANEL_INCHES *
+                                                        figures.DPI)
 
 
 def test_training_writes_the_figures_to_tensorboard_at_each_evaluation(
@@ -173,4 +174,4 @@ def test_training_writes_the_figures_to_tensorboard_at_each_evaluation(
           sizes.add((int(width), int(height)))
   evaluated = set(TRAINED_SYNTHETIC_EVAL_STEPS)
   assert steps == {'attention/image_0': evaluated, 'attention/image_1': evaluated}
-  assert len(sizes) == 1 and sizes.pop()[0] == round(6 * visualize.PANEL_INCHES * visualize.DPI)
+  assert len(sizes) == 1 and sizes.pop()[0] == round(6 * figures.PANEL_INCHES * figures.DPI)

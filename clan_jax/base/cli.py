@@ -4,14 +4,22 @@ Exit codes: 0 success, 1 a check that failed (e.g. parity above tolerance),
 2 a user error (bad flag or config value, missing or refused file).
 """
 
+import logging
+import os
 import sys
 from typing import Callable, Sequence
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from clan_jax.base.errors import UserError
+from clan_jax.config.validation import validate_config
 
 EXIT_USER_ERROR = 2
+# --checkpoint, spelled the same on every command (clan_jax/inference/model_source.py).
+CHECKPOINT_HELP = ("Which weights: 'latest' or 'best' (a checkpoint of --workdir), or a path: a "
+                   'variables checkpoint folder (clan_jax.convert) or a PyTorch file of the '
+                   'whole model (.pth, .pt, .bin, .safetensors).')
 
 
 def fail(message: str) -> None:
@@ -43,8 +51,17 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
          f'Run with --helpfull to list the flags{hint}.')
 
 
+def make_configs_importable() -> None:
+  """Lets a --config recipe import the `configs` package, as `python main.py` and
+  `python -m ...` do from the repository root: a console command (clan-train, ...) starts with
+  its own bin folder as sys.path[0], so the current folder is added here."""
+  if os.getcwd() not in sys.path and '' not in sys.path:
+    sys.path.insert(1, os.getcwd())
+
+
 def run(main: Callable[[list[str]], int | None]) -> None:
   """Runs an absl `main`, printing UserError messages instead of tracebacks."""
+  make_configs_importable()  # Before absl parses --config, which loads the recipe.
 
   def guarded_main(argv: list[str]) -> int | None:
     quiet_library_logs()  # Before anything starts a JAX backend or Orbax logs.
@@ -58,8 +75,6 @@ def run(main: Callable[[list[str]], int | None]) -> None:
 
 def load_config_flag(config_flag) -> object:
   """Validates the --config the user gave and returns it."""
-  from clan_jax.config.validation import validate_config
-
   if config_flag is None:
     raise UserError('--config is required, e.g. --config=configs/default.py.')
   try:
@@ -88,8 +103,6 @@ class _QuietLibraries:
   NOISY_PATHS = ('/orbax/', '/tensorflow_datasets/', '/tensorstore/', 'xla_bridge.py')
 
   def filter(self, record) -> bool:
-    import logging
-
     path = record.pathname.replace('\\', '/')
     if record.levelno < logging.WARNING and any(p in path for p in self.NOISY_PATHS):
       return False
@@ -102,6 +115,4 @@ class _QuietLibraries:
 
 def quiet_library_logs() -> None:
   """Keeps the log readable: our progress, ETA and metrics, not the libraries' internals."""
-  from absl import logging as absl_logging
-
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())

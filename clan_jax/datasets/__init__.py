@@ -13,6 +13,7 @@ import os
 from typing import Any, Optional
 
 from clan_jax.base.errors import ConfigError
+from clan_jax.datasets.synthetic_images import SyntheticSpec  # numpy only: still light.
 
 DATASET_NAMES = ('cub', 'cars', 'aircraft', 'dogs', 'folder', 'synthetic')
 
@@ -38,8 +39,6 @@ def _builder_class(name: str):
 
 def spec_from_config(synthetic_config):
   """A SyntheticSpec from the `dataset.synthetic` section (a ConfigDict or a dict)."""
-  from clan_jax.datasets.synthetic_images import SyntheticSpec
-
   values = dict(synthetic_config.items()) if hasattr(synthetic_config, 'items') else {}
   fields = {f.name for f in dataclasses.fields(SyntheticSpec)}
   unknown = sorted(set(values) - fields)
@@ -110,9 +109,9 @@ def prepare(dataset_config: Any, verify_checksums: bool = False,
   Raises MissingFilesError (naming the expected files and where to get them) before
   anything is written, and ChecksumError only when `verify_checksums`.
   """
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # Late: slow to load; config validation imports this.
 
-  from clan_jax.datasets.base import build_warnings, skipped_files
+  from clan_jax.datasets.base import build_warnings, skipped_files  # Late: imports TFDS.
 
   builder = builder or get_builder(dataset_config)
   reused = builder.is_prepared()

@@ -18,8 +18,10 @@ import io
 import re
 
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from clan_jax.datasets.base import ClanBuilder, pixel_bbox
+from clan_jax.datasets.preprocess import decode_tf
 from clan_jax.datasets.sources import OfficialFile
 from clan_jax.base.errors import ConfigError, UserError
 
@@ -33,7 +35,7 @@ LEVELS = {'variant': 'variants.txt', 'family': 'families.txt',
           'manufacturer': 'manufacturers.txt'}
 SPLITS = ('trainval', 'test')
 BANNER_ROWS = 20
-PNG_COMPRESSION = 3  # zlib level: a third of the default level's time, ~8% larger files.
+PNG_COMPRESSION = 3  # zlib level: faster than the default, files a little larger (BENCHMARKS.md).
 
 
 @dataclasses.dataclass(eq=False)
@@ -82,9 +84,7 @@ def parse_boxes(data: bytes) -> dict[str, tuple[float, ...]]:
 
 def crop_banner(encoded: bytes) -> bytes:
   """TensorFlow's decode of the image minus its bottom BANNER_ROWS rows, as PNG."""
-  import tensorflow as tf
-
-  from clan_jax.datasets.preprocess import decode_tf
+  import tensorflow as tf  # Late: slow to load; TFDS, and so this builder, load it on use.
 
   image = decode_tf(encoded)
   return tf.io.encode_png(image[:-BANNER_ROWS], compression=PNG_COMPRESSION).numpy()
@@ -135,8 +135,6 @@ class ClanAircraft(ClanBuilder):
     encoded = self.encode_image(split, name, data)
     if encoded is None or not self.builder_config.crop_banner:
       return encoded
-    from PIL import Image
-
     with Image.open(io.BytesIO(encoded)) as image:
       height = image.size[1]
     if height <= BANNER_ROWS:

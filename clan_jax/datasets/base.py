@@ -11,8 +11,10 @@ import io
 from typing import Callable, Collection, Iterator, Optional
 
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from clan_jax.datasets.preprocess import UndecodableImageError, normalize_encoded_image
+from clan_jax.datasets.sources import DatasetFiles
 
 SKIPPED_KEY = 'skipped'
 WARNINGS_KEY = 'warnings'
@@ -36,8 +38,6 @@ class ClanBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def dataset_files(self):
     """The located original files (MissingFilesError naming every expected one)."""
-    from clan_jax.datasets.sources import DatasetFiles
-
     return DatasetFiles(self.TITLE, self.manual_dir, self.OFFICIAL_FILES)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -98,8 +98,6 @@ def build_warnings(builder: tfds.core.DatasetBuilder) -> list[str]:
 def pixel_bbox(encoded: bytes, xmin: float, ymin: float, xmax: float,
                ymax: float) -> tfds.features.BBox:
   """A box in pixels of the stored image -> a normalised BBox, clipped to [0, 1]."""
-  from PIL import Image
-
   with Image.open(io.BytesIO(encoded)) as image:  # Reads the header only.
     width, height = image.size
   clip = lambda v: min(max(v, 0.0), 1.0)

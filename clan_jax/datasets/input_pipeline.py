@@ -14,8 +14,8 @@ P processes together see what one process would, and the cache changes nothing b
 Evaluation walks positions 0..N-1 once, padding the last batch and marking padding with
 `mask` = 0, so every example counts exactly once.
 
-Images leave the pipeline as uint8 (4x fewer bytes to move); `normalize_on_device`
-normalises them inside the jitted step.
+Images leave the pipeline as uint8 (4x fewer bytes to move); the jitted steps normalise
+them (`preprocess.normalize`).
 """
 
 import dataclasses
@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
+from clan_jax import datasets
 from clan_jax.datasets import preprocess
 from clan_jax.base.errors import ConfigError
 
@@ -54,16 +56,9 @@ class SplitData:
     return self.images is not None
 
 
-def normalize_on_device(images):
-  """uint8 (B, H, W, 3) -> float32 ImageNet-normalised; call it inside the jitted step."""
-  return preprocess.normalize(images)
-
-
 def load_split(dataset_config: Any, split: str, builder=None, build: bool = True) -> SplitData:
   """Reads a split into memory, building the dataset first if it is not built yet (or, with
   build=False, e.g. in a job of several processes, raising a ConfigError that says how)."""
-  from clan_jax import datasets
-
   builder = builder or datasets.get_builder(dataset_config)
   if not builder.is_prepared() and not build:
     raise ConfigError(
@@ -77,8 +72,6 @@ def load_split(dataset_config: Any, split: str, builder=None, build: bool = True
   if split not in builder.info.splits:
     raise ConfigError(f'split {split!r} is not in {builder.TITLE}; it has '
                       f'{", ".join(builder.info.splits)}.')
-  import tensorflow_datasets as tfds
-
   start = time.time()
   ds = builder.as_dataset(split=split, shuffle_files=False,
                           decoders={'image': tfds.decode.SkipDecoding()},

@@ -56,5 +56,10 @@ def main(argv: list[str]) -> None:
   print(summary.format())
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The console command `clan-prepare`."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -6,7 +6,7 @@
                -> centre crop crop_size x crop_size -> ImageNet normalisation (on the device)
 
 The dataset builders store images through `normalize_encoded_image`, and the tf.data
-pipeline (clan_jax/datasets/input_pipeline.py) runs the TensorFlow functions below, so a single image
+pipeline (input_pipeline.py) runs the TensorFlow functions below, so a single image
 preprocessed here equals the pipeline's eval output exactly (tested). TensorFlow is
 imported lazily; without it (e.g. a bare GPU image) `load_and_preprocess` falls back to
 Pillow's decoder and jax.image.resize, which can differ by a few levels on JPEG files
@@ -48,7 +48,7 @@ def normalize_encoded_image(data: bytes, name: str = 'image') -> bytes:
   is fine as it is) is decoded by Pillow, converted to RGB (alpha dropped) and re-encoded
   as PNG, which is lossless. Raises UndecodableImageError for a corrupt or truncated file.
   """
-  from PIL import Image  # Lazy: only image input needs Pillow.
+  from PIL import Image  # Late: the GPU step benchmark imports this module, maybe without Pillow.
 
   try:
     with Image.open(io.BytesIO(data)) as image:
@@ -81,7 +81,7 @@ def read_image_file(path: Union[str, os.PathLike]) -> bytes:
 
 def decode_tf(encoded):
   """Encoded JPEG/PNG bytes (a scalar string tensor) -> uint8 (H, W, 3)."""
-  import tensorflow as tf
+  import tensorflow as tf  # Late: without TensorFlow, load_and_preprocess falls back.
 
   image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
   image.set_shape([None, None, 3])
@@ -90,7 +90,7 @@ def decode_tf(encoded):
 
 def resize_tf(image, size: int):
   """uint8 (H, W, 3) -> uint8 (size, size, 3): bilinear, antialiased, rounded."""
-  import tensorflow as tf
+  import tensorflow as tf  # Late: without TensorFlow, load_and_preprocess falls back.
 
   resized = tf.image.resize(tf.cast(image, tf.float32), (size, size), method='bilinear',
                             antialias=True)
@@ -99,7 +99,7 @@ def resize_tf(image, size: int):
 
 def center_crop_tf(image, size: int):
   """The central size x size window (offset (H - size) // 2, as `center_crop`)."""
-  import tensorflow as tf
+  import tensorflow as tf  # Late: without TensorFlow, load_and_preprocess falls back.
 
   height, width = tf.shape(image)[0], tf.shape(image)[1]
   return tf.image.crop_to_bounding_box(image, (height - size) // 2, (width - size) // 2,
@@ -125,7 +125,7 @@ def normalize(images):
   """uint8 (..., 3) -> float32 ImageNet-normalised; numpy in, numpy out; works inside jit."""
   if isinstance(images, np.ndarray):
     return (images.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
-  import jax.numpy as jnp
+  import jax.numpy as jnp  # Late: the builders and clan-prepare use this module without JAX.
 
   return (jnp.asarray(images, jnp.float32) - IMAGENET_MEAN) / IMAGENET_STD
 
@@ -142,9 +142,9 @@ def _tensorflow_available() -> bool:
 
 
 def _fallback_transform(encoded: bytes, resize_size: int, crop_size: int) -> np.ndarray:
-  import jax
-  import jax.numpy as jnp
-  from PIL import Image
+  import jax  # Late: the builders and clan-prepare use this module without JAX.
+  import jax.numpy as jnp  # Late: as jax.
+  from PIL import Image  # Late: the GPU step benchmark imports this module, maybe without Pillow.
 
   with Image.open(io.BytesIO(encoded)) as image:
     pixels = np.asarray(image.convert('RGB'), np.float32)

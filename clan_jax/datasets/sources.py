@@ -13,6 +13,8 @@ import os
 import tarfile
 from typing import Callable, Iterator, Optional, Sequence
 
+import numpy as np
+
 from clan_jax.base.errors import UserError
 
 
@@ -160,8 +162,8 @@ def _iter_folder(path: str, wanted: Callable[[str], bool]) -> Iterator[tuple[str
 
 def load_mat(data: bytes, name: str) -> dict:
   """A MATLAB file's variables (squeezed: cells of strings become str arrays)."""
-  import scipy.io
-  from scipy.io.matlab import MatReadError
+  import scipy.io  # Late: slow to load, and only the .mat files of Cars and Dogs need it.
+  from scipy.io.matlab import MatReadError  # Late: as scipy.io.
 
   try:
     return scipy.io.loadmat(io.BytesIO(data), squeeze_me=True)
@@ -172,8 +174,6 @@ def load_mat(data: bytes, name: str) -> dict:
 
 def mat_field(mat: dict, key: str, name: str):
   """mat[key] as a 1-d array, or a UserError naming the file that lacks it."""
-  import numpy as np
-
   if key not in mat:
     raise UserError(f'{name}: has no variable {key!r}; it is not the expected file.')
   return np.atleast_1d(mat[key])

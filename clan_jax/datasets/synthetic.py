@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from clan_jax.datasets import synthetic_images
 from clan_jax.datasets.base import ClanBuilder
@@ -42,8 +43,6 @@ class ClanSynthetic(ClanBuilder):
             for split in synthetic_images.split_sizes(self.spec)}
 
   def _generate_examples(self, split):
-    from PIL import Image
-
     for index, image, label in synthetic_images.generate(self.spec, split):
       buffer = io.BytesIO()
       Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format='PNG')

@@ -1,0 +1,1 @@
+"""Experiments made of many training runs: the ablation's plan, launches and table."""

@@ -1,4 +1,4 @@
-"""CLAN: the Cross-layer Attention Network on a ResNet backbone (CLAN_SPEC, docs/MODEL.md).
+"""CLAN: the Cross-layer Attention Network on a ResNet backbone (docs/MODEL.md).
 
 One backbone pass gives the mid-level maps (`mid_stages`, default layer2 and layer3) and
 the top-level map T (layer4). CLCA refines each mid map with context from T (top ->
@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clan_jax.config.validation import CLCA_ORDERS, check_image_size
+from clan_jax.models.fields import CLCA_ORDERS, check_image_size
 from clan_jax.models.layers import BatchNorm, Linear, compute_dtype, conv, pointwise_weights
 from clan_jax.models.resnet import ResNet, global_average_pool
 
@@ -206,7 +206,7 @@ def check_input_size(images: jax.Array) -> None:
 
 
 class CLAN(nn.Module):
-  """CLAN on a ResNet; `apply` returns the output dict of CLAN_SPEC."""
+  """CLAN on a ResNet; `apply` returns the output dict of docs/MODEL.md."""
   num_classes: int
   depth: int = 50
   mid_stages: tuple[int, ...] = (2, 3)

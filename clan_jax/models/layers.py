@@ -1,4 +1,4 @@
-"""Layers that reproduce PyTorch's numerics and initialisation (CLAN_SPEC, numerical traps)."""
+"""Layers that reproduce PyTorch's numerics and initialisation (docs/MODEL.md, numerical traps)."""
 
 import functools
 import math
@@ -82,9 +82,8 @@ def _pointwise_params(module: nn.Module, in_features: int, features: int, use_bi
 class PointwiseConv(nn.Module):
   """A 1x1 convolution as a matrix product over the channel axis; nn.Conv's parameters
   (kernel (1, 1, in, out), bias) and initialisation. A stride subsamples first (a 1x1
-  window has no padding). XLA:CPU runs a dot's backward faster than a 1x1 convolution's
-  (31 % off the CLAN-R50 train step on 2 CPU cores; on an H100, 3.5 % more images/s;
-  BENCHMARKS.md)."""
+  window has no padding). XLA:CPU runs a dot's backward faster than a 1x1 convolution's,
+  and the H100 a little faster too (the figures: BENCHMARKS.md, model.conv1x1_as_matmul)."""
   features: int
   stride: int = 1
   use_bias: bool = False

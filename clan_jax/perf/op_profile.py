@@ -19,6 +19,7 @@ import collections
 import glob
 import os
 import re
+import statistics
 import tempfile
 import time
 from typing import Callable, Iterable, Optional
@@ -204,7 +205,7 @@ def _timeline_planes(planes) -> list:
 def op_times(xplane_path: str, hlo_text: str) -> dict:
   """Self time and calls per op of the trace at `xplane_path`, with the union of the busy
   intervals, on the device planes (else the host's XLA thunks)."""
-  from jax.profiler import ProfileData
+  from jax.profiler import ProfileData  # Late: no JAX in the benchmark's parent, which imports this.
 
   return op_times_of_planes(ProfileData.from_file(xplane_path).planes, hlo_text)
 
@@ -264,9 +265,7 @@ def op_families(rows: list[dict]) -> list[dict]:
 
 def trace_steps(step: Callable[[], None], steps: int, logdir: str) -> tuple[str, float]:
   """(path of the trace's .xplane.pb, median wall time of a traced step in s)."""
-  import statistics
-
-  import jax
+  import jax  # Late: the benchmark's parent process imports this module and must not load JAX.
 
   times = []
   jax.profiler.start_trace(logdir)

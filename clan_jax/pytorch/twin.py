@@ -191,7 +191,7 @@ class MidHead(nn.Module):
 
 
 class CLAN(ResNetBackbone):
-  """The twin of clan_jax.models.CLAN, with the module names of CLAN_SPEC's table."""
+  """The twin of clan_jax.models.CLAN, with the module names of docs/MODEL.md's key table."""
 
   def __init__(self, depth: int = 50, num_classes: int = 1000, mid_stages=(2, 3),
                use_clca: bool = True, use_clsa: bool = True,

@@ -11,6 +11,8 @@ import os
 import tempfile
 from typing import Any, Callable
 
+import jax
+
 from clan_jax.base.errors import CheckpointError
 
 
@@ -30,7 +32,7 @@ def ensure_writable_folder(folder: str, what: str) -> None:
 
 def save_variables(variables: dict[str, Any], directory: str | os.PathLike) -> str:
   """Writes `variables` as a StandardSave checkpoint at `directory` (which must not exist)."""
-  import orbax.checkpoint as ocp  # Lazy: orbax is heavy and only file I/O needs it.
+  import orbax.checkpoint as ocp  # Late: orbax is heavy and only file I/O needs it.
 
   directory = os.path.abspath(os.fspath(directory))
   if os.path.exists(directory):
@@ -43,9 +45,9 @@ def save_variables(variables: dict[str, Any], directory: str | os.PathLike) -> s
   return directory
 
 
-def restore_variables(directory: str | os.PathLike) -> dict[str, Any]:
+def load_variables_checkpoint(directory: str | os.PathLike) -> dict[str, Any]:
   """Reads a variables checkpoint written by `save_variables` (arrays as saved)."""
-  import orbax.checkpoint as ocp
+  import orbax.checkpoint as ocp  # Late: orbax is heavy and only file I/O needs it.
 
   directory = os.path.abspath(os.fspath(directory))
   if not os.path.isdir(directory):
@@ -69,14 +71,13 @@ class TrainCheckpoints:
   moment leaves the previous checkpoints intact, and synchronous: a save that fails (a full
   disk, lost permissions) raises CheckpointError at once and the run stops, where Orbax's
   asynchronous writer logged the failure, went on training without checkpoints and then
-  hung in wait_until_finished (orbax 0.12.8). The cost: a state the size of CLAN-R50's
-  (parameters and momentum, 2 x 28.4 M float32, 201 MB on disk) took 0.55-0.6 s to save
-  on this project's CPU VM (1.55 s the first time), once every checkpoint_every_steps.
+  hung in wait_until_finished (orbax 0.12.8). The cost: training waits for each save, once
+  every checkpoint_every_steps (a CLAN-R50 state's save time: BENCHMARKS.md).
   """
 
   def __init__(self, directory: str | os.PathLike, keep_last: int):
-    import orbax.checkpoint as ocp
-    from orbax.checkpoint import checkpoint_managers as policies
+    import orbax.checkpoint as ocp  # Late: orbax is heavy and only file I/O needs it.
+    from orbax.checkpoint import checkpoint_managers as policies  # Late: as ocp.
 
     self._ocp = ocp
     best = policies.BestN(get_metric_fn=lambda metrics: metrics['top1'], n=1,
@@ -174,7 +175,7 @@ class TrainCheckpointReader:
   """
 
   def __init__(self, directory: str | os.PathLike):
-    import orbax.checkpoint as ocp
+    import orbax.checkpoint as ocp  # Late: orbax is heavy and only file I/O needs it.
 
     self._ocp = ocp
     self.directory = os.path.abspath(os.fspath(directory))
@@ -196,7 +197,7 @@ class TrainCheckpointReader:
     """The evaluated step with the highest top-1 (None if no checkpoint was evaluated)."""
     return _best_step(self.manager)
 
-  def restore_variables(self, step: int, target: dict) -> dict:
+  def variables_at(self, step: int, target: dict) -> dict:
     """{'params', 'batch_stats'} of the state at `step`, laid out like `target` (abstract
     arrays with shardings); CheckpointError naming every mismatch if they do not fit."""
     ocp = self._ocp
@@ -216,7 +217,7 @@ class TrainCheckpointReader:
     self.manager.close()
 
 
-def read_variables(directory: str | os.PathLike, which: str, target: Callable[[], dict],
+def load_run_variables(directory: str | os.PathLike, which: str, target: Callable[[], dict],
                    alternative: str = '') -> tuple[dict, int]:
   """({'params', 'batch_stats'}, step) of a run's 'latest' or 'best' (evaluated) checkpoint,
   read without changing the directory, laid out like `target()` (abstract arrays with
@@ -229,15 +230,13 @@ def read_variables(directory: str | os.PathLike, which: str, target: Callable[[]
       raise CheckpointError(
           f'no {"evaluated " if which == "best" else ""}checkpoint in {reader.directory}; train '
           'first' + (', or use --checkpoint=latest.' if which == 'best' else f'{alternative}.'))
-    return reader.restore_variables(step, target()), step
+    return reader.variables_at(step, target()), step
   finally:
     reader.close()
 
 
 def state_mismatches(saved: Any, target: Any, prefix: str = '') -> list[str]:
   """Paths missing, unexpected or of another shape in a saved tree, against `target`."""
-  import jax
-
   def shapes(tree):
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {prefix + jax.tree_util.keystr(path): tuple(getattr(leaf, 'shape', ()))

@@ -82,7 +82,7 @@ def initialize(launch: Optional[Launch], initialization_timeout: int = 300) -> N
   """
   if launch is None:
     return
-  import jax
+  import jax  # Late: main.py imports this module for the flag checks, which run without JAX.
 
   # Cross-process collectives on CPU (tests, CPU clusters): gloo over TCP, jax 0.10.2's
   # default, set explicitly unless the environment chose one (e.g. 'mpi').
@@ -109,7 +109,7 @@ def initialize(launch: Optional[Launch], initialization_timeout: int = 300) -> N
 def check_runtime() -> None:
   """Several processes need the runtime: Orbax's checkpoint barriers and the agreed stop
   on SIGTERM use it. (A TPU pod slice runs without it, so JAX does not insist.)"""
-  import jax
+  import jax  # Late: as in initialize (main.py's flag checks run without JAX).
 
   if jax.process_count() > 1 and not jax.distributed.is_initialized():
     raise UserError(f'this job has {jax.process_count()} processes but JAX\'s distributed '
@@ -119,6 +119,6 @@ def check_runtime() -> None:
 
 def is_main_process() -> bool:
   """Process 0 writes the run's files and logs its progress; every process checkpoints."""
-  import jax
+  import jax  # Late: as in initialize (main.py's flag checks run without JAX).
 
   return jax.process_index() == 0

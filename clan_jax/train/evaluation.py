@@ -4,7 +4,7 @@ The jitted step returns per-example losses, top-1/top-5 hits and predictions; th
 keeps those of real examples (mask) and sums them in float64, so the result does not
 depend on the batch size, the device count or the padding of the last batch.
 
-`eval_results.json` (written by clan_jax.train.loop):
+`eval_results.json` (written by report_results):
     {"fused": {"top1", "top5", "loss"}, "heads": {name: {"top1", "top5", "loss"}},
      "per_class_top1": [...], "num_examples": n,
      "protocol": {"split", "crop": "center", "image_size", "fusion", "checkpoint", "step"}}
@@ -12,36 +12,17 @@ Accuracies are fractions in [0, 1]; per_class_top1 holds null for a class absent
 the split. No timings: throughput goes to the metrics.
 """
 
-import json
 import os
 from typing import Any, Iterable, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from clan_jax.models.loss import cross_entropy
-from clan_jax.datasets.preprocess import normalize
-
-FUSED = 'fused'
-
-
-def eval_step(model, variables: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
-  """Per-example 'loss/<head>', 'top1/<head>', 'top5/<head>' ('fused' and each head), 'pred',
-  and the batch's 'label' and 'mask', so that the host reads one consistent global batch."""
-  outputs = model.apply(variables, normalize(batch['image']), train=False)
-  labels = batch['label']
-  logits_by_head = {FUSED: outputs['logits'], **outputs.get('heads', {})}
-  result = {'pred': jnp.argmax(outputs['logits'], axis=-1), 'label': labels,
-            'mask': batch['mask']}
-  for head, logits in logits_by_head.items():
-    logits = logits.astype(jnp.float32)
-    k = min(5, logits.shape[-1])
-    top_k = jax.lax.top_k(logits, k)[1]
-    result[f'loss/{head}'] = jax.vmap(lambda l, y: cross_entropy(l[None], y[None]))(logits, labels)
-    result[f'top1/{head}'] = top_k[:, 0] == labels
-    result[f'top5/{head}'] = jnp.any(top_k == labels[:, None], axis=-1)
-  return result
+from clan_jax.base.files import write_json
+from clan_jax.datasets import input_pipeline
+from clan_jax.train import sharding, steps
+from clan_jax.train.setup import Run
+from clan_jax.train.steps import FUSED
 
 
 class EvalAccumulator:
@@ -88,11 +69,47 @@ def evaluate_batches(step_fn, batches: Iterable[Mapping[str, Any]], num_classes:
   return accumulator.results()
 
 
-def write_json(content: Mapping[str, Any], path: str) -> None:
-  """Writes a JSON file (eval_results.json, config.json, ...) atomically: a temporary file
-  renamed into place, so a killed run never leaves a truncated file."""
-  temporary = f'{path}.tmp'
-  with open(temporary, 'w') as f:
-    json.dump(content, f, indent=2)
-    f.write('\n')
-  os.replace(temporary, path)
+def compile_eval_step(run: Run):
+  """The jitted eval step: variables replicated, batch and per-example outputs over 'data'."""
+  data = sharding.data_sharding(run.mesh)
+  return jax.jit(lambda variables, batch: steps.eval_step(run.model, variables, batch),
+                 in_shardings=(sharding.replicated_sharding(run.mesh), data), out_shardings=data)
+
+
+def run_evaluation(run: Run, eval_fn, variables, checkpoint: str, step: int) -> dict:
+  ds = input_pipeline.eval_dataset(run.eval_data, run.config.dataset,
+                                   global_batch_size=run.eval_batch_size,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+  results = evaluate_batches(
+      lambda batch: eval_fn(variables, batch), ds.as_numpy_iterator(), run.num_classes,
+      lambda batch: sharding.global_batch(batch, run.mesh), sharding.to_host)
+  results['protocol'] = {
+      'split': run.config.dataset.eval_split, 'crop': 'center',
+      'image_size': run.config.dataset.crop_size,
+      'fusion': run.config.model.fusion if run.config.model.name == 'clan' else 'none',
+      'checkpoint': checkpoint, 'step': int(step)}
+  if checkpoint == 'best':
+    results['protocol']['selected_on'] = f'{run.config.dataset.eval_split} split top-1'
+  return results
+
+
+def eval_scalars(results: dict) -> dict:
+  scalars = {f'eval_{k}_fused': v for k, v in results['fused'].items()}
+  for head, values in results['heads'].items():
+    scalars.update({f'eval_{k}_{head}': v for k, v in values.items()})
+  return scalars
+
+
+def report_results(run: Run, results: dict) -> None:
+  """Writes eval_results.json and tells the user the result and where the outputs are."""
+  if run.is_main_process:
+    path = os.path.join(run.workdir, 'eval_results.json')
+    write_json(results, path)
+    fused = results['fused']
+    print(f'{results["protocol"]["split"]} top-1 (fused: {results["protocol"]["fusion"]}): '
+          f'{fused["top1"]:.4f}, top-5 {fused["top5"]:.4f}, loss {fused["loss"]:.4f} on '
+          f'{results["num_examples"]} images (checkpoint {results["protocol"]["checkpoint"]}, '
+          f'step {results["protocol"]["step"]})', flush=True)
+    print(f'outputs in {run.workdir}: eval_results.json, config.json, classes.json, '
+          'checkpoints/, TensorBoard events', flush=True)

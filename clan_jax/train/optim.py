@@ -1,4 +1,4 @@
-"""The optimiser of CLAN_SPEC's recipe: SGD with momentum and weight decay, two learning
+"""The optimiser of the recipe (docs/MODEL.md): SGD with momentum and weight decay, two learning
 rates (the pretrained backbone and the new layers), per-step linear warm-up then cosine.
 
 optax's `add_decayed_weights` + `sgd(momentum)` is torch.optim.SGD exactly: the decay is

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from clan_jax.base.errors import ConfigError
@@ -52,6 +53,4 @@ def to_host(array: jax.Array) -> np.ndarray:
   """A global array as one numpy array on every process (gathered across hosts if needed)."""
   if jax.process_count() == 1:
     return np.asarray(array)
-  from jax.experimental import multihost_utils
-
   return np.asarray(multihost_utils.process_allgather(array, tiled=True))

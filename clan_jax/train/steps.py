@@ -1,4 +1,5 @@
-"""The train step as a pure function: the loss over CLAN's heads, the gradient, the update.
+"""The steps as pure functions: the train step (the loss over CLAN's heads, the gradient, the
+update) and the eval step (per-example losses and hits of every head).
 
 Imports only jax, flax and optax (no TensorFlow, clu or ml_collections), so that
 clan_jax.benchmark times exactly this step on a bare GPU image; clan_jax.train.loop wraps it
@@ -12,9 +13,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from clan_jax.train import optim
-from clan_jax.models import multi_head_loss
 from clan_jax.datasets.preprocess import normalize
+from clan_jax.models import cross_entropy, multi_head_loss
+from clan_jax.train import optim
+
+FUSED = 'fused'  # The prediction (model.fusion) among the heads of eval_step's outputs.
 
 
 @flax.struct.dataclass
@@ -63,3 +66,21 @@ def train_step(model, tx: optax.GradientTransformation, schedules: Mapping[str, 
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
   return new_state, scalars
+
+
+def eval_step(model, variables: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
+  """Per-example 'loss/<head>', 'top1/<head>', 'top5/<head>' ('fused' and each head), 'pred',
+  and the batch's 'label' and 'mask', so that the host reads one consistent global batch."""
+  outputs = model.apply(variables, normalize(batch['image']), train=False)
+  labels = batch['label']
+  logits_by_head = {FUSED: outputs['logits'], **outputs.get('heads', {})}
+  result = {'pred': jnp.argmax(outputs['logits'], axis=-1), 'label': labels,
+            'mask': batch['mask']}
+  for head, logits in logits_by_head.items():
+    logits = logits.astype(jnp.float32)
+    k = min(5, logits.shape[-1])
+    top_k = jax.lax.top_k(logits, k)[1]
+    result[f'loss/{head}'] = jax.vmap(lambda l, y: cross_entropy(l[None], y[None]))(logits, labels)
+    result[f'top1/{head}'] = top_k[:, 0] == labels
+    result[f'top5/{head}'] = jnp.any(top_k == labels[:, None], axis=-1)
+  return result

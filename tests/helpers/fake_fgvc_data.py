@@ -12,7 +12,7 @@ import tarfile
 import numpy as np
 import scipy.io
 
-from fake_data import encode, photo
+from helpers.fake_data import encode, photo
 
 
 def image_bytes(seed: int, height: int, width: int, kind: str) -> bytes:

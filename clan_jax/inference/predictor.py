@@ -1,0 +1,205 @@
+"""A model that predicts the classes of image files (the command: clan_jax/predict.py): eval
+preprocessing, a batched jitted forward pass, top-k records; the model, its config and class
+names from a training workdir or a file."""
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from clan_jax import datasets
+from clan_jax.base.errors import ConfigError, UserError
+from clan_jax.models.fields import check_image_size
+from clan_jax.datasets.preprocess import eval_transform, normalize, read_image_file
+from clan_jax.inference.model_source import is_torch_file, load_inference_variables
+from clan_jax.models import create_model
+from clan_jax.pytorch.conversion import infer_num_classes, load_torch_checkpoint
+
+TOP_K = 5
+
+
+@dataclasses.dataclass
+class Predictor:
+  """A model with its variables, class names and eval preprocessing sizes."""
+  model: Any
+  variables: Any
+  class_names: list[str]
+  resize_size: int
+  crop_size: int
+  source: str  # What the weights are, for the log.
+
+  def __post_init__(self):
+    def probabilities(variables, images):
+      # uint8 in, normalised on the device as in steps.eval_step.
+      logits = self.model.apply(variables, normalize(images), train=False)['logits']
+      return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+    self._probabilities = jax.jit(probabilities)
+
+  def probabilities(self, images: np.ndarray) -> np.ndarray:
+    """uint8 (B, crop, crop, 3) -> float32 (B, K) class probabilities."""
+    return np.asarray(self._probabilities(self.variables, images))
+
+  def load_image(self, path: str) -> np.ndarray:
+    """An image file -> uint8 (crop, crop, 3); UserError if it is missing or unreadable."""
+    try:
+      return eval_transform(read_image_file(path), self.resize_size, self.crop_size)
+    except PermissionError:
+      raise UserError(f'{path}: permission denied.') from None
+
+  def predict_files(self, paths: Sequence[str], batch_size: int) -> Iterator[dict]:
+    """One record per path, in order: {'image', 'top5'} or {'image', 'error'}."""
+    # Every batch has the same size (the last one padded), so the forward compiles once.
+    size = max(1, min(batch_size, len(paths)))
+    for start in range(0, len(paths), size):
+      chunk = paths[start:start + size]
+      images, errors = {}, {}
+      for i, path in enumerate(chunk):
+        try:
+          images[i] = self.load_image(path)
+        except UserError as e:
+          errors[i] = str(e)
+      probabilities = {}
+      if images:
+        batch = np.zeros((size, self.crop_size, self.crop_size, 3), np.uint8)
+        for row, i in enumerate(images):
+          batch[row] = images[i]
+        outputs = self.probabilities(batch)
+        probabilities = {i: outputs[row] for row, i in enumerate(images)}
+      for i, path in enumerate(chunk):
+        if i in errors:
+          yield {'image': path, 'error': errors[i]}
+        else:
+          yield {'image': path, 'top5': top_k(probabilities[i], self.class_names)}
+
+
+def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int = TOP_K) -> list[dict]:
+  """The k most probable classes (fewer if there are fewer), ties in label order."""
+  order = np.argsort(-probabilities, kind='stable')[:k]
+  return [{'label': int(i), 'name': class_names[i], 'prob': float(probabilities[i])}
+          for i in order]
+
+
+def format_record(record: dict) -> str:
+  """The human-readable lines of one record."""
+  if 'error' in record:
+    return f'{record["image"]}\n  error: {record["error"]}'
+  lines = [record['image']]
+  lines += [f'  {p["prob"]:.4f}  {p["name"]} (label {p["label"]})' for p in record['top5']]
+  return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------- loading
+
+def _read_json(path: str, what: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise UserError(f'{path} is missing: {what}') from None
+  except (OSError, ValueError) as e:
+    raise UserError(f'{path} cannot be read ({e}).') from None
+
+
+def workdir_config(workdir: str):
+  """The config a run was trained with (workdir/config.json, written by training)."""
+  path = os.path.join(workdir, 'config.json')
+  return ml_collections.ConfigDict(_read_json(
+      path, 'training writes it; pass --config=the config file the run was trained with.'))
+
+
+def workdir_class_names(workdir: str) -> list[str]:
+  path = os.path.join(workdir, 'classes.json')
+  content = _read_json(path, 'training writes it ({"classes": [names in label order]}).')
+  names = content.get('classes') if isinstance(content, dict) else None
+  if not isinstance(names, list) or not names:
+    raise UserError(f'{path} holds no "classes" list.')
+  return [str(name) for name in names]
+
+
+def _image_sizes(config) -> tuple[int, int]:
+  try:
+    resize, crop = int(config.dataset.resize_size), int(config.dataset.crop_size)
+  except (AttributeError, KeyError, TypeError, ValueError):
+    raise ConfigError('the config has no dataset.resize_size and dataset.crop_size.') from None
+  check_image_size(crop, 'dataset.crop_size')
+  if resize < crop:
+    raise ConfigError(f'dataset.resize_size={resize} is smaller than dataset.crop_size={crop}.')
+  return resize, crop
+
+
+def _create_model(config, num_classes: int, origin: str):
+  try:
+    return create_model(config.model, num_classes)
+  except ConfigError as e:
+    raise ConfigError(f'{e} (in {origin})') from None
+  except AttributeError:
+    raise ConfigError(f'{origin} has no model section.') from None
+
+
+def predictor_from_workdir(workdir: str, checkpoint: str = 'latest', config=None) -> Predictor:
+  """A training workdir's model, config and class names, with the variables `checkpoint` names
+  (latest, best, or a path: clan_jax/inference/model_source.py)."""
+  workdir = os.path.expanduser(workdir)  # The shell leaves the ~ of --workdir=~/x.
+  if not os.path.isdir(workdir):
+    raise UserError(f'--workdir={workdir}: no such directory.')
+  workdir = os.path.abspath(workdir)
+  origin = '--config' if config is not None else os.path.join(workdir, 'config.json')
+  config = config if config is not None else workdir_config(workdir)
+  class_names = workdir_class_names(workdir)
+  resize, crop = _image_sizes(config)
+  model = _create_model(config, len(class_names), origin)
+  loaded = load_inference_variables(checkpoint, model, image_size=crop,
+                                    sharding=_first_device(), workdir=workdir)
+  return Predictor(model, loaded.variables, class_names, resize, crop, loaded.description)
+
+
+def dataset_class_names(dataset_config, num_classes: int) -> list[str]:
+  """The dataset's class names if it is prepared and has num_classes of them, else numbered."""
+  numbered = [f'class_{i}' for i in range(num_classes)]
+  try:
+    builder = datasets.get_builder(dataset_config)
+    prepared = builder.is_prepared()
+  except UserError as e:
+    logging.warning('class names are numbered: the dataset gives none (%s)', e)
+    return numbered
+  if not prepared:
+    logging.warning("class names are numbered: dataset %r is not prepared under %s (python -m "
+                    "clan_jax.datasets.prepare gives the names)", dataset_config.name,
+                    builder.data_dir)
+    return numbered
+  names = list(builder.info.features['label'].names)
+  if len(names) != num_classes:
+    logging.warning('class names are numbered: dataset %r has %d classes, the checkpoint %d',
+                    dataset_config.name, len(names), num_classes)
+    return numbered
+  return names
+
+
+def predictor_from_file(path: str, config, allowed_globals: Sequence[str] = ()) -> Predictor:
+  """The whole model of config.model from a file: a PyTorch checkpoint or a variables
+  checkpoint folder. K comes from the file (a torch fc) or dataset.num_classes."""
+  path = os.path.expanduser(path)
+  if is_torch_file(path):
+    arrays = load_torch_checkpoint(path, list(allowed_globals))
+    num_classes = infer_num_classes(arrays, config.dataset.num_classes)
+  else:
+    num_classes = int(config.dataset.num_classes)
+    if num_classes <= 0:
+      raise UserError(f'{path} is a variables checkpoint: set --config.dataset.num_classes=K.')
+  resize, crop = _image_sizes(config)
+  model = _create_model(config, num_classes, '--config')
+  loaded = load_inference_variables(path, model, image_size=crop, sharding=_first_device(),
+                                    allowed_globals=allowed_globals)
+  return Predictor(model, loaded.variables, dataset_class_names(config.dataset, num_classes),
+                   resize, crop, loaded.description)
+
+
+def _first_device():
+  return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

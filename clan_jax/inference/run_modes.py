@@ -1,0 +1,63 @@
+"""`python main.py --mode=eval` and `--mode=visualize`: a run's model evaluated on the eval
+split (eval_results.json), or its attention figures drawn (workdir/visualizations/), from the
+variables that --checkpoint names (clan_jax/inference/model_source.py)."""
+
+import os
+from typing import Any, Optional
+
+from clu import metric_writers
+
+from clan_jax.base.errors import UserError
+from clan_jax.config.validation import validate_config
+from clan_jax.inference.model_source import (LoadedVariables, evaluation_choice,
+                                             load_inference_variables)
+from clan_jax.train import sharding
+from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, report_results,
+                                       run_evaluation)
+from clan_jax.train.setup import Run, setup_run, write_run_files
+from clan_jax.viz.attention import AttentionFigures, missing_attention_maps
+
+
+def run_variables(run: Run, checkpoint: Optional[str]) -> LoadedVariables:
+  """The variables --checkpoint names for this run's model, replicated over its mesh."""
+  config = run.config
+  return load_inference_variables(
+      evaluation_choice(config, checkpoint), run.model, image_size=config.dataset.crop_size,
+      sharding=sharding.replicated_sharding(run.mesh), workdir=run.workdir,
+      allowed_globals=[g for g in config.init.allowed_globals.split(',') if g])
+
+
+def evaluate_run(config: Any, workdir: str, checkpoint: Optional[str] = None) -> dict:
+  """Evaluates what --checkpoint names (default: the workdir's latest checkpoint) and writes
+  workdir/eval_results.json; returns its contents."""
+  run = setup_run(config, workdir, train=False)
+  loaded = run_variables(run, checkpoint)
+  eval_fn = compile_eval_step(run)
+  write_run_files(run)
+  writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_main_process)
+  results = run_evaluation(run, eval_fn, loaded.variables, loaded.source, loaded.step)
+  writer.write_scalars(loaded.step, eval_scalars(results))
+  report_results(run, results)
+  writer.flush()
+  return results
+
+
+def visualize_run(config: Any, workdir: str, checkpoint: Optional[str] = None) -> list[str]:
+  """Writes the attention figures of what --checkpoint names under workdir/visualizations/
+  (step_<N>/ for a run's checkpoint, torch/ or variables/ for a file); returns the PNG paths."""
+  validate_config(config)
+  reason = missing_attention_maps(config.model)
+  if reason:
+    raise UserError(f'--mode=visualize: {reason}')
+  run = setup_run(config, workdir, train=False)
+  loaded = run_variables(run, checkpoint)
+  figures = AttentionFigures(run)
+  outputs = figures.outputs(loaded.variables)
+  if not run.is_main_process:
+    return []
+  folder = f'step_{loaded.step}' if loaded.source in ('latest', 'best') else loaded.source
+  directory = os.path.join(run.workdir, 'visualizations', folder)
+  paths = figures.write_pngs(outputs, directory)
+  print(f'wrote {len(paths)} attention figures ({loaded.source} checkpoint, step '
+        f'{loaded.step}) to {directory}: image_0.png..image_{len(paths) - 1}.png', flush=True)
+  return paths

@@ -1,0 +1,84 @@
+"""Command: train, evaluate, or draw the attention maps of a run (`python main.py`, `clan-train`).
+
+    python main.py --config=configs/cub.py --workdir=runs/cub [--config.KEY=VALUE ...]
+    python main.py --config=configs/cub.py --workdir=runs/cub --mode=eval [--checkpoint=best]
+    python main.py --config=configs/cub.py --workdir=runs/cub --mode=visualize [--checkpoint=best]
+
+Training resumes from the latest checkpoint in --workdir; --mode=eval evaluates what
+--checkpoint names (latest or best of --workdir, or PATH: a variables checkpoint or a PyTorch
+file of the whole model; default: the latest, or init.torch_checkpoint when it is a whole
+model, torch_backbone_only=False) and writes workdir/eval_results.json; --mode=visualize
+draws the attention maps of the same weights over the first eval images into
+workdir/visualizations/ (docs/VISUALIZE.md).
+Invalid flags or config values, and missing dataset files, end with one message and exit
+status 2 before anything compiles.
+
+Several processes (hosts) run the same command with --distributed (SLURM, Open MPI, Cloud
+TPU: detected) or with --coordinator_address, --num_processes and --process_id
+(clan_jax/train/distributed.py; docs/TRAINING.md).
+"""
+
+import os
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from clan_jax.base import cli
+from clan_jax.train import distributed
+
+config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', '', 'Directory for checkpoints, metrics and results.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'visualize'],
+                  'Train (and evaluate), only evaluate, or draw the attention maps.')
+flags.DEFINE_string('checkpoint', '', 'With --mode=eval or visualize. ' + cli.CHECKPOINT_HELP +
+                    ' Default: latest (or a whole-model init.torch_checkpoint).')
+flags.DEFINE_bool('distributed', False,
+                  'Join a job of several processes, reading it from the environment: '
+                  f'{distributed.DETECTED}. Flags below override what is read.')
+flags.DEFINE_string('coordinator_address', '',
+                    'HOST:PORT of process 0, which the other processes connect to.')
+flags.DEFINE_integer('num_processes', None, 'Processes in the job (with --coordinator_address).')
+flags.DEFINE_integer('process_id', None, "This process's id, 0 to num_processes - 1.")
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS['checkpoint'].present and FLAGS.mode == 'train':
+    cli.fail('--checkpoint chooses what --mode=eval or --mode=visualize reads; training always '
+             'resumes from the latest checkpoint of --workdir. Drop --checkpoint, or add '
+             '--mode=eval.')
+  launch = distributed.launch_from_flags(FLAGS.distributed, FLAGS.coordinator_address,
+                                         FLAGS.num_processes, FLAGS.process_id)
+  config = cli.load_config_flag(FLAGS.config)
+  # Before TensorFlow and JAX load: one line in a fraction of a second (train.setup_run
+  # checks it again for library callers).
+  if not FLAGS.workdir:
+    cli.fail('--workdir is required: the folder for checkpoints, metrics and results.')
+  logging.set_verbosity(logging.INFO)
+  distributed.initialize(launch)  # Before anything creates a JAX backend.
+  # After validation: importing TensorFlow, JAX and clu takes seconds.
+  from clan_jax.inference import run_modes
+  from clan_jax.train import loop
+
+  if not distributed.is_main_process():  # Process 0 reports progress; the others, problems.
+    logging.set_verbosity(logging.WARNING)
+  workdir = os.path.expanduser(FLAGS.workdir)  # The shell leaves the ~ of --workdir=~/x.
+  if FLAGS.mode == 'train':
+    loop.train_and_evaluate(config, workdir)
+  elif FLAGS.mode == 'eval':
+    run_modes.evaluate_run(config, workdir, FLAGS.checkpoint or None)
+  else:
+    run_modes.visualize_run(config, workdir, FLAGS.checkpoint or None)
+  return 0
+
+
+def run() -> None:
+  """`python main.py` and the console command `clan-train`."""
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,41 @@
+"""create_model: the linen Module a config's `model` section describes."""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from clan_jax.base.errors import ConfigError
+from clan_jax.models.clan import CLAN
+from clan_jax.models.fields import ModelConfig
+from clan_jax.models.resnet import ResNetClassifier
+
+# 'float32' maps to None: the compute dtype follows the inputs and parameters, so that
+# float64 parity checks (jax.enable_x64) run entirely in float64.
+COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+
+
+def create_model(model_config: Any, num_classes: int) -> nn.Module:
+  """Builds the model a config's `model` section describes.
+
+  Args:
+    model_config: a ConfigDict, dict or any object with the fields of
+      clan_jax.models.fields.ModelConfig (configs/default.py's `model` section).
+    num_classes: K, the number of output classes.
+
+  Returns:
+    A linen Module. `module.apply(variables, images, train=False, return_attention=False)`
+    takes NHWC float32 ImageNet-normalised images and returns a dict: 'logits' (B, K),
+    and for CLAN 'heads', 'clsa' (if use_clsa) and 'clca' (if use_clca and
+    return_attention); see docs/MODEL.md.
+  """
+  config = ModelConfig.from_section(model_config)
+  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
+    raise ConfigError(f'num_classes={num_classes!r} is invalid; it must be a positive integer.')
+  module = ResNetClassifier if config.name == 'resnet' else CLAN
+  values = {**dataclasses.asdict(config), 'dtype': COMPUTE_DTYPES[config.dtype]}
+  # Every field the module declares passes through by name; `name` chose the class (and
+  # is linen's own scope name), fields a module lacks (head_loss_weights) are not its own.
+  taken = {field.name for field in dataclasses.fields(module)} - {'name', 'parent'}
+  return module(num_classes=num_classes, **{k: v for k, v in values.items() if k in taken})

@@ -1,0 +1,157 @@
+"""A run, set up before anything compiles: the config checked, the data loaded (built if
+needed), the model, the optimizer, the initial or restored train state, the run's files.
+Everything that can fail because of the user's input fails here (docs/TRAINING.md)."""
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from clan_jax.base.errors import ConfigError, UserError
+from clan_jax.base.files import write_json
+from clan_jax.config.validation import validate_config
+from clan_jax.datasets import input_pipeline
+from clan_jax.models import create_model
+from clan_jax.pytorch.conversion import load_torch_checkpoint, torch_to_flax
+from clan_jax.train import checkpoints, distributed, optim, sharding, steps
+from clan_jax.train.steps import TrainState
+
+
+@dataclasses.dataclass
+class Run:
+  """What a run needs, set up (and checked) before anything compiles."""
+  config: Any
+  workdir: str
+  mesh: Any
+  model: Any
+  class_names: list[str]
+  train_data: Optional[input_pipeline.SplitData]
+  eval_data: input_pipeline.SplitData
+  steps_per_epoch: int
+  total_steps: int
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def eval_batch_size(self) -> int:
+    return self.config.eval_batch_size or self.config.batch_size
+
+  @property
+  def is_main_process(self) -> bool:
+    """Process 0 writes the run's files, metrics and results; every process checkpoints."""
+    return distributed.is_main_process()
+
+
+def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
+  """Validates the config, loads (building if needed) the data, builds the model."""
+  validate_config(config)
+  if not workdir:
+    raise ConfigError('--workdir is required: the folder for checkpoints, metrics and results.')
+  # Before the data loads, a bad folder fails at once. Process 0 alone writes the run's files
+  # (the others write only under checkpoints/, which TrainCheckpoints checks in each).
+  if (train or os.path.exists(workdir)) and distributed.is_main_process():
+    checkpoints.ensure_writable_folder(os.path.abspath(workdir), '--workdir')
+  distributed.check_runtime()
+  mesh = sharding.create_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.eval_batch_size or config.batch_size, mesh)
+  dataset = config.dataset
+  # Several processes building one dataset at once would race on shared storage.
+  build = jax.process_count() == 1
+  eval_data = input_pipeline.load_split(dataset, dataset.eval_split, build=build)
+  train_data = (input_pipeline.load_split(dataset, dataset.train_split, build=build)
+                if train else None)
+  class_names = eval_data.class_names
+  if dataset.num_classes and dataset.num_classes != len(class_names):
+    raise ConfigError(f'dataset.num_classes={dataset.num_classes} but the dataset has '
+                      f'{len(class_names)} classes; set it to 0 (from the dataset).')
+  steps_per_epoch = input_pipeline.steps_per_epoch(
+      train_data.num_examples if train_data else 1, config.batch_size)
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else config.num_epochs * steps_per_epoch)
+  model = create_model(config.model, len(class_names))
+  return Run(config, os.path.abspath(workdir), mesh, model, class_names, train_data, eval_data,
+             steps_per_epoch, total_steps)
+
+
+def optimizer_for_run(run: Run, params: Any):
+  """The optimizer and learning-rate schedules of the run's config, length and classes."""
+  warmup = int(round(run.config.optimizer.warmup_epochs * run.steps_per_epoch))
+  return optim.create_optimizer(run.config.optimizer, params, num_classes=run.num_classes,
+                                batch_size=run.config.batch_size, total_steps=run.total_steps,
+                                warmup_steps=warmup)
+
+
+def initial_training_variables(run: Run) -> dict:
+  """Initialised variables, with the weights of init.torch_checkpoint or init.checkpoint."""
+  init = run.config.init
+  size = run.config.dataset.crop_size
+  rng = jax.random.PRNGKey(run.config.seed)
+  if init.torch_checkpoint:
+    arrays = load_torch_checkpoint(
+        init.torch_checkpoint, [g for g in init.allowed_globals.split(',') if g])
+    logging.info('initialising from %s (%s)', init.torch_checkpoint,
+                 'backbone only' if init.torch_backbone_only else 'whole model')
+    return torch_to_flax(arrays, run.model, image_size=size,
+                                 backbone_only=init.torch_backbone_only, rng=rng)
+  images = jnp.zeros((1, size, size, 3), jnp.float32)
+  variables = jax.jit(functools.partial(run.model.init, train=False))(rng, images)
+  if init.checkpoint:
+    loaded = checkpoints.load_variables_checkpoint(init.checkpoint)
+    mismatches = checkpoints.state_mismatches(loaded, variables)
+    if mismatches:
+      raise UserError(f'init.checkpoint={init.checkpoint} does not fit the model:\n  '
+                      + '\n  '.join(mismatches))
+    logging.info('initialising from %s', init.checkpoint)
+    variables = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, variables)
+  return variables
+
+
+def new_train_state(run: Run, variables: dict) -> tuple[TrainState, Any, dict]:
+  """A train state from `variables`, replicated over the mesh, with its optimizer."""
+  tx, schedules = optimizer_for_run(run, variables['params'])
+  state = steps.create_train_state(variables['params'], variables['batch_stats'], tx)
+  return jax.device_put(state, sharding.replicated_sharding(run.mesh)), tx, schedules
+
+
+def abstract_train_state(run: Run) -> TrainState:
+  """The train state's shapes, dtypes and (replicated) shardings, without computing it."""
+  size = run.config.dataset.crop_size
+  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+
+  def init():
+    variables = run.model.init(jax.random.PRNGKey(0), jnp.zeros(images.shape), train=False)
+    tx, _ = optimizer_for_run(run, variables['params'])
+    return steps.create_train_state(variables['params'], variables['batch_stats'], tx)
+
+  replicated = sharding.replicated_sharding(run.mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                      jax.eval_shape(init))
+
+
+def write_run_files(run: Run) -> None:
+  """config.json (the resolved config) and classes.json; an older differing config is kept."""
+  if not run.is_main_process:
+    return
+  os.makedirs(run.workdir, exist_ok=True)
+  config_path = os.path.join(run.workdir, 'config.json')
+  resolved = json.loads(run.config.to_json_best_effort())
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      previous = json.load(f)
+    if previous != resolved:
+      kept = os.path.join(run.workdir, f'config.{int(time.time())}.json')
+      os.replace(config_path, kept)
+      logging.warning('the config differs from this workdir\'s config.json; the old one is '
+                      'kept as %s', kept)
+  write_json(resolved, config_path)
+  write_json({'classes': run.class_names}, os.path.join(run.workdir,
+                                                                       'classes.json'))
