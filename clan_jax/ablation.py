@@ -26,7 +26,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from clan_jax.base import cli
+
 from clan_jax.base.errors import UserError
+from clan_jax.config.config_flag import load_config_flag
 from clan_jax.experiments.ablation_runs import (DEFAULT_VARIANTS, SEED_FIELDS, VARIANTS,
                                                 RunFailed, dataset_description, execute,
                                                 parse_seeds, parse_variants, plan_runs,
@@ -37,7 +39,7 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   FLAGS = flags.FLAGS
-  config = cli.load_config_flag(FLAGS.config)  # A misspelled key fails here, not in run 1.
+  config = load_config_flag(FLAGS.config)  # A misspelled key fails here, not in run 1.
   if not FLAGS.workdir:
     raise UserError('--workdir is required: the folder for the runs and the table.')
   seeds, variants = parse_seeds(FLAGS.seeds), parse_variants(FLAGS.variants)

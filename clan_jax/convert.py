@@ -14,7 +14,9 @@ import numpy as np
 from absl import flags
 
 from clan_jax.base import cli
+
 from clan_jax.base.errors import UserError
+from clan_jax.config.config_flag import load_config_flag
 from clan_jax.models import create_model
 from clan_jax.pytorch.conversion import (abstract_variables, flax_to_torch,
                                          flax_to_torch_arrays, infer_num_classes,
@@ -45,7 +47,7 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> None:
   del argv
   flags_ = flags.FLAGS
-  config = cli.load_config_flag(flags_.config)
+  config = load_config_flag(flags_.config)
   for name in ('torch_checkpoint', 'output'):
     if not getattr(flags_, name):
       raise UserError(f'--{name} is required.')

@@ -24,6 +24,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from clan_jax.base import cli
+from clan_jax.config.config_flag import load_config_flag
 from clan_jax.train import distributed
 
 config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> int:
              '--mode=eval.')
   launch = distributed.launch_from_flags(FLAGS.distributed, FLAGS.coordinator_address,
                                          FLAGS.num_processes, FLAGS.process_id)
-  config = cli.load_config_flag(FLAGS.config)
+  config = load_config_flag(FLAGS.config)
   # Before TensorFlow and JAX load: one line in a fraction of a second (train.setup_run
   # checks it again for library callers).
   if not FLAGS.workdir:

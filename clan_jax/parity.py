@@ -15,7 +15,9 @@ import jax
 from absl import flags, logging
 
 from clan_jax.base import cli
+
 from clan_jax.base.errors import UserError
+from clan_jax.config.config_flag import load_config_flag
 from clan_jax.pytorch.conversion import infer_num_classes, load_torch_checkpoint
 from clan_jax.pytorch.parity_check import format_table, parity_inputs, run_parity
 
@@ -39,7 +41,7 @@ def _define_flags() -> None:
 
 def main(argv: list[str]) -> int:
   flags_ = flags.FLAGS
-  config = cli.load_config_flag(flags_.config)
+  config = load_config_flag(flags_.config)
   if not flags_.torch_checkpoint:
     raise UserError('--torch_checkpoint is required.')
   if flags_.image_size % 32 or flags_.resize_size < flags_.image_size:

@@ -29,7 +29,9 @@ from absl import flags
 from absl import logging as absl_logging
 
 from clan_jax.base import cli
+
 from clan_jax.base.errors import UserError
+from clan_jax.config.config_flag import load_config_flag
 
 EXIT_UNREADABLE = 1  # Some image could not be read; the others were predicted.
 
@@ -78,7 +80,7 @@ def main(argv: list[str]) -> int:
     raise UserError('no image given: python -m clan_jax.predict --workdir=DIR IMAGE ...')
   if flags_.batch_size <= 0:
     raise UserError(f'--batch_size={flags_.batch_size} is invalid; it must be positive.')
-  config = cli.load_config_flag(flags_.config) if flags_.config is not None else None
+  config = load_config_flag(flags_.config) if flags_.config is not None else None
   absl_logging.set_verbosity(absl_logging.INFO)
   # Late: JAX, flax and TensorFlow load only once the flags are known to be valid.
   from clan_jax.inference import predictor as library

@@ -15,6 +15,8 @@ from absl import flags
 
 from clan_jax.base import cli
 
+from clan_jax.config.config_flag import load_config_flag
+
 
 def _define_flags() -> None:
   from ml_collections import config_flags  # Late: see clan_jax/convert.py.
@@ -30,7 +32,7 @@ def main(argv: list[str]) -> None:
 
   del argv
   flags_ = flags.FLAGS
-  config = cli.load_config_flag(flags_.config)
+  config = load_config_flag(flags_.config)
   resnet = types.SimpleNamespace(**{**config.model.to_dict(), 'name': 'resnet'})
   # Both costs first: an invalid size or config fails before any of the table is printed.
   costs = [model_cost(model_config, flags_.num_classes, flags_.image_size)

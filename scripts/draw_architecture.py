@@ -502,11 +502,11 @@ def save_png(diagram: Diagram, output: pathlib.Path) -> None:
 def main(argv: list[str]) -> None:
   from absl import flags
 
-  from clan_jax.base import cli
+  from clan_jax.config.config_flag import load_config_flag
 
   del argv
   flags_ = flags.FLAGS
-  config = cli.load_config_flag(flags_.config)
+  config = load_config_flag(flags_.config)
   write_picture(config.model, flags_.num_classes, flags_.image_size, flags_.output)
   print(f'wrote {flags_.output}')
 

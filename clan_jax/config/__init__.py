@@ -1,2 +1,2 @@
-"""Config validation: every field of a config checked, each error naming the field and the fix
-(pure Python: no JAX, TensorFlow or ml_collections)."""
+"""Config: validation of every config section, each error naming the field and the fix (pure
+Python: no JAX, TensorFlow or ml_collections), and the --config flag loaded and validated."""

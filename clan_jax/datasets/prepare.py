@@ -16,8 +16,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from clan_jax.base import cli
-from clan_jax.datasets import DATASET_NAMES, prepare
 from clan_jax.base.errors import UserError
+from clan_jax.config.config_flag import load_config_flag
+from clan_jax.datasets import DATASET_NAMES, prepare
 
 flags.DEFINE_enum('dataset', None, list(DATASET_NAMES), 'Dataset to build.')
 flags.DEFINE_string('manual_dir', None, 'Folder holding the original archives.')
@@ -33,7 +34,7 @@ FLAGS = flags.FLAGS
 
 def dataset_config_from_flags():
   if FLAGS['config'].present:
-    dataset = cli.load_config_flag(FLAGS.config).dataset
+    dataset = load_config_flag(FLAGS.config).dataset
   else:
     dataset = types.SimpleNamespace(name='', data_dir='', manual_dir='', root='', synthetic={},
                                     aircraft_label='variant', aircraft_crop_banner=True)
