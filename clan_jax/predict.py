@@ -1,14 +1,17 @@
 r"""Top-5 classes of image files, from a training workdir or a PyTorch checkpoint.
 
-    python -m clan_jax.predict --workdir=runs/cub [--checkpoint=latest|best] bird1.jpg bird2.png
-    python -m clan_jax.predict --torch_checkpoint=clan_r50_cub.pth --config=configs/cub.py \
+    python -m clan_jax.predict --workdir=runs/cub [--checkpoint=latest|best|PATH] bird1.jpg
+    python -m clan_jax.predict --checkpoint=clan_r50_cub.pth --config=configs/cub.py \
         [--config.KEY=VALUE ...] IMAGE ...
 
-With --workdir the model, image sizes and class names come from the workdir (config.json and
-classes.json, written by training; --config replaces config.json). With --torch_checkpoint,
---config is required and the class names come from the config's dataset if it is prepared
-(else they are numbered, with a warning). Each image goes through clan_jax.datasets.preprocess's
-eval transform, the one evaluation uses: any mode (RGBA, grayscale, CMYK, palette, 16-bit)
+--checkpoint is spelled as for `main.py --mode=eval` (clan_jax/inference/model_source.py):
+latest or best of --workdir, or a path (a variables checkpoint folder written by
+clan_jax.convert, or a PyTorch file of the whole model; --torch_checkpoint=PATH says the
+same). With --workdir the model, image sizes and class names come from the workdir
+(config.json and classes.json, written by training; --config replaces config.json). Without
+it, --config is required and the class names come from the config's dataset if it is
+prepared (else they are numbered, with a warning); a variables checkpoint also needs
+dataset.num_classes. Each image goes through clan_jax.datasets.preprocess's eval transform, the one evaluation uses: any mode (RGBA, grayscale, CMYK, palette, 16-bit)
 becomes RGB, then the square resize to dataset.resize_size and the centre crop to
 dataset.crop_size. Probabilities are the softmax of the fused logits (model.fusion).
 

@@ -77,6 +77,8 @@ def compile_eval_step(run: Run):
 
 
 def run_evaluation(run: Run, eval_fn, variables, checkpoint: str, step: int) -> dict:
+  """The eval split's results for `variables`, with their protocol; `checkpoint` says what
+  they are ('final', 'latest', 'best', 'torch' or 'variables')."""
   ds = input_pipeline.eval_dataset(run.eval_data, run.config.dataset,
                                    global_batch_size=run.eval_batch_size,
                                    process_index=jax.process_index(),
