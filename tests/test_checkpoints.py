@@ -94,3 +94,19 @@ def test_an_init_checkpoint_that_is_not_a_variables_checkpoint_is_named(tmp_path
   (tmp_path / 'empty').mkdir()
   with pytest.raises(CheckpointError, match='has no _METADATA.*not a checkpoint'):
     load_variables_checkpoint(tmp_path / 'empty')
+
+
+def test_a_variables_checkpoint_is_read_like_the_model_or_every_mismatch_is_named(tmp_path):
+  from clan_jax.train.checkpoints import load_variables_checkpoint_like
+
+  saved = {'params': {'fc': {'kernel': np.ones((4, 3), np.float64)}}}
+  path = save_variables(saved, tmp_path / 'init')
+  expected = {'params': {'fc': {'kernel': jax.ShapeDtypeStruct((4, 3), np.float32)}}}
+  loaded = load_variables_checkpoint_like(path, expected, 'init.checkpoint=x')
+  assert loaded['params']['fc']['kernel'].dtype == np.float32  # The model's dtype.
+  wider = {'params': {'fc': {'kernel': jax.ShapeDtypeStruct((5, 3), np.float32),
+                             'bias': jax.ShapeDtypeStruct((3,), np.float32)}}}
+  with pytest.raises(CheckpointError, match=r"init.checkpoint=x does not fit the model:\n  "
+                     r"missing from the checkpoint: \['params'\]\['fc'\]\['bias'\]\n  "
+                     r"\['params'\]\['fc'\]\['kernel'\]: checkpoint \(4, 3\), model \(5, 3\)"):
+    load_variables_checkpoint_like(path, wider, 'init.checkpoint=x')

@@ -14,7 +14,6 @@ import os
 from typing import Any, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 
 from clan_jax.base.cli import CHECKPOINT_HELP
 from clan_jax.base.errors import CheckpointError, UserError
@@ -90,14 +89,8 @@ def load_inference_variables(choice: str, model: Any, *, image_size: int, shardi
     arrays = load_torch_checkpoint(path, list(allowed_globals))
     variables, source = torch_to_flax(arrays, model, image_size=image_size), 'torch'
   else:
-    variables, source = _variables_checkpoint(path, model, image_size), 'variables'
+    variables = checkpoints.load_variables_checkpoint_like(
+        path, abstract_variables(model, image_size), path)
+    source = 'variables'
   return LoadedVariables(jax.device_put(variables, sharding), source, 0, path)
 
-
-def _variables_checkpoint(path: str, model: Any, image_size: int) -> dict:
-  loaded = checkpoints.load_variables_checkpoint(path)
-  expected = abstract_variables(model, image_size)
-  mismatches = checkpoints.state_mismatches(loaded, expected)
-  if mismatches:
-    raise CheckpointError(f'{path} does not fit the model:\n  ' + '\n  '.join(mismatches))
-  return jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, dict(expected))

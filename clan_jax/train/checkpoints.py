@@ -12,6 +12,7 @@ import tempfile
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from clan_jax.base.errors import CheckpointError
 
@@ -60,6 +61,17 @@ def load_variables_checkpoint(directory: str | os.PathLike) -> dict[str, Any]:
                           f'clan_jax.convert (it has no _METADATA): {kind}.')
   with ocp.StandardCheckpointer() as checkpointer:
     return checkpointer.restore(directory)
+
+
+def load_variables_checkpoint_like(directory: str | os.PathLike, expected: Any,
+                                   name: str) -> dict[str, Any]:
+  """A variables checkpoint laid out and typed like `expected` (the model's variables, or
+  their shapes); CheckpointError naming every mismatch, the checkpoint called `name`."""
+  loaded = load_variables_checkpoint(directory)
+  mismatches = state_mismatches(loaded, expected)
+  if mismatches:
+    raise CheckpointError(f'{name} does not fit the model:\n  ' + '\n  '.join(mismatches))
+  return jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, dict(expected))
 
 
 class TrainCheckpoints:

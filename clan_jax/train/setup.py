@@ -13,7 +13,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from clan_jax.base.errors import ConfigError, UserError
+from clan_jax.base.errors import ConfigError
 from clan_jax.base.files import write_json
 from clan_jax.config.validation import validate_config
 from clan_jax.datasets import input_pipeline
@@ -101,17 +101,13 @@ def initial_training_variables(run: Run) -> dict:
     logging.info('initialising from %s (%s)', init.torch_checkpoint,
                  'backbone only' if init.torch_backbone_only else 'whole model')
     return torch_to_flax(arrays, run.model, image_size=size,
-                                 backbone_only=init.torch_backbone_only, rng=rng)
+                         backbone_only=init.torch_backbone_only, rng=rng)
   images = jnp.zeros((1, size, size, 3), jnp.float32)
   variables = jax.jit(functools.partial(run.model.init, train=False))(rng, images)
   if init.checkpoint:
-    loaded = checkpoints.load_variables_checkpoint(init.checkpoint)
-    mismatches = checkpoints.state_mismatches(loaded, variables)
-    if mismatches:
-      raise UserError(f'init.checkpoint={init.checkpoint} does not fit the model:\n  '
-                      + '\n  '.join(mismatches))
     logging.info('initialising from %s', init.checkpoint)
-    variables = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, variables)
+    variables = checkpoints.load_variables_checkpoint_like(
+        init.checkpoint, variables, f'init.checkpoint={init.checkpoint}')
   return variables
 
 
