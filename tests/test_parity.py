@@ -1,10 +1,14 @@
 """The parity command line: per-output differences and its exit status."""
 
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 from PIL import Image
 
 from clan_jax.pytorch.parity_check import Difference, compare
-from helpers.commands import run_cli
+from helpers.commands import REPO_ROOT, cli_environment, run_cli
 
 
 def _args(checkpoint, *extra):
@@ -74,3 +78,18 @@ def test_bad_sizes_are_one_error_line_before_any_model_runs(tmp_path):
                           (('--tolerance=-1',), 'not a non-negative number')):
     result = run_cli(*base, *flags, check_returncode=2)
     assert expected in result.stderr and 'Traceback' not in result.stderr
+
+
+@pytest.mark.xdist_group('trained_synthetic')
+def test_a_trained_workdir_is_checked_against_the_twin(trained_synthetic_workdir):
+  """--workdir: the run's config and best checkpoint, converted to the twin's layout."""
+  env = cli_environment(trained_synthetic_workdir.parent)
+  result = subprocess.run([sys.executable, '-m', 'clan_jax.parity',
+                           f'--workdir={trained_synthetic_workdir}', '--checkpoint=best',
+                           '--image_size=96', '--resize_size=96'], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'heads/concat' in result.stdout and 'OK: every output' in result.stdout
+  both = run_cli('-m', 'clan_jax.parity', f'--workdir={trained_synthetic_workdir}',
+                 '--torch_checkpoint=x.pth', check_returncode=2)
+  assert 'not both' in both.stderr
