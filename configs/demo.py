@@ -4,8 +4,9 @@
 
 Nothing is downloaded. Expected, as measured on 2 CPU cores: 5-10 minutes; fused top-1 on
 the synthetic test split (20 classes: chance 0.05) 0.42 with the default seed 0, 0.41 and
-0.60 with seeds 1 and 2 (800 steps from scratch end early in the learning curve, where
-even float rounding moves a run by +-0.1); docs/RESULTS.md.
+0.60 with seeds 1 and 2 on Intel VMs; 0.54 with seed 0 on an AMD EPYC VM (800 steps from
+scratch end early in the learning curve, where even the CPU's float rounding moves a run by
++-0.1); docs/RESULTS.md.
 """
 
 from configs import default
