@@ -26,7 +26,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from clan_jax.base import cli
-
 from clan_jax.base.errors import UserError
 from clan_jax.config.config_flag import load_config_flag
 from clan_jax.experiments.ablation_runs import (DEFAULT_VARIANTS, SEED_FIELDS, VARIANTS,

@@ -14,7 +14,6 @@ import numpy as np
 from absl import flags
 
 from clan_jax.base import cli
-
 from clan_jax.base.errors import UserError
 from clan_jax.config.config_flag import load_config_flag
 from clan_jax.models import create_model

@@ -32,7 +32,6 @@ from absl import flags
 from absl import logging as absl_logging
 
 from clan_jax.base import cli
-
 from clan_jax.base.errors import UserError
 from clan_jax.config.config_flag import load_config_flag
 

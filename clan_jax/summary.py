@@ -14,7 +14,6 @@ import types
 from absl import flags
 
 from clan_jax.base import cli
-
 from clan_jax.config.config_flag import load_config_flag
 
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from clan_jax.datasets import input_pipeline
-
 from clan_jax.datasets import preprocess
 from clan_jax.base.errors import ConfigError
 from helpers.configs import dataset_config
