@@ -28,14 +28,23 @@ def get_model_config() -> ml_collections.ConfigDict:
 def get_dataset_config() -> ml_collections.ConfigDict:
   """The dataset section: which data, where it is, and the input pipeline (docs/DATA.md)."""
   dataset = ml_collections.ConfigDict()
-  # 'cub', 'cars', 'aircraft', 'dogs', 'folder' (root/<split>/<class>/<image>), 'synthetic'.
+  # 'cub', 'cars', 'aircraft', 'dogs', 'folder' (root/<split>/<class>/<image>), 'synthetic',
+  # 'tfds' (a stock TFDS dataset: tfds_name).
   dataset.name = 'cub'
+  dataset.tfds_name = ''  # For 'tfds': e.g. 'oxford_flowers102' or 'food101:2.1.0'.
+  dataset.image_key = 'image'  # For 'tfds': the features holding the image and the label.
+  dataset.label_key = 'label'
   dataset.data_dir = ''  # TFDS data dir; '': $TFDS_DATA_DIR or ~/tensorflow_datasets.
   dataset.manual_dir = ''  # The original archives; '': <data_dir>/downloads/manual.
   dataset.root = ''  # For 'folder'.
   dataset.num_classes = 0  # 0: from the dataset.
   dataset.train_split = 'train'
   dataset.eval_split = 'test'
+  # Splits take TFDS slices for every dataset, e.g. train_split='train[:90%]' with
+  # val_split='train[90%:]'. The best checkpoint is chosen on val_split: 'auto' is the
+  # dataset's validation split when it has one that training does not use, else none;
+  # '' is none: the best is then chosen on eval_split, as the peers do (docs/TRAINING.md).
+  dataset.val_split = 'auto'
   dataset.resize_size = 512  # Images are resized to resize_size x resize_size, then
   dataset.crop_size = 448  # cropped (random in training, central in eval); a multiple of 32.
   dataset.augment = ml_collections.ConfigDict()
@@ -79,6 +88,17 @@ def get_visualize_config() -> ml_collections.ConfigDict:
   return visualize
 
 
+def get_preflight_config() -> ml_collections.ConfigDict:
+  """--mode=preflight (and its short form at the start of every run): docs/TRAINING.md."""
+  preflight = ml_collections.ConfigDict()
+  preflight.num_images = 256  # Training images put through the ImageNet sanity check.
+  # Below this fraction of images with an ImageNet class of the dataset's group in their
+  # top-5, the run warns loudly and preflight exits non-zero.
+  preflight.min_group_fraction = 0.5
+  preflight.timing_steps = 3  # Training steps timed after the compiled first one.
+  return preflight
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model = get_model_config()
@@ -99,5 +119,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.init.torch_backbone_only = True  # False: the file is a whole model of this config.
   config.init.checkpoint = ''  # A variables checkpoint written by clan_jax.convert.
   config.init.allowed_globals = ''  # Comma-separated globals to allow in a trusted .pth.
+  # Real datasets need ImageNet weights: a run without torch_checkpoint or checkpoint refuses
+  # to start unless this is True (the synthetic dataset trains from scratch anyway).
+  config.init.from_scratch = False
+  config.eval = ml_collections.ConfigDict()
+  config.eval.flip = False  # Also average the logits of each image's mirror image.
+  config.preflight = get_preflight_config()
   config.visualize = get_visualize_config()
   return config

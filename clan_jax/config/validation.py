@@ -38,12 +38,16 @@ def validate_dataset_config(dataset: Any, prefix: str = 'dataset.') -> None:
 
   get = lambda field: get_field(dataset, field, prefix)
   check_choice(get('name'), DATASET_NAMES, prefix + 'name')
-  for field in ('data_dir', 'manual_dir', 'root', 'train_split', 'eval_split'):
+  for field in ('data_dir', 'manual_dir', 'root', 'train_split', 'eval_split', 'val_split',
+                'tfds_name', 'image_key', 'label_key'):
     if not isinstance(get(field), str):
       raise ConfigError(f'{prefix}{field}={get(field)!r} is invalid; it must be a string.')
   for field in ('train_split', 'eval_split'):
     if not get(field):
       raise ConfigError(f'{prefix}{field} is empty; name a split, e.g. train or test.')
+  if get('name') == 'tfds' and not get('tfds_name'):
+    raise ConfigError(f"{prefix}tfds_name is empty; {prefix}name='tfds' reads a stock TFDS "
+                      "dataset: set it, e.g. --config.dataset.tfds_name=oxford_flowers102.")
   if get('name') == 'folder' and not get('root'):
     raise ConfigError(f"{prefix}root is empty; {prefix}name='folder' reads "
                       'root/<split>/<class>/<image>: set it to that folder.')
@@ -109,6 +113,8 @@ def validate_training_config(config: Any) -> None:
     if not isinstance(get_field(init, field, 'init.'), str):
       raise ConfigError(f'init.{field} must be a string (a path, or \'\').')
   check_bool(get_field(init, 'torch_backbone_only', 'init.'), 'init.torch_backbone_only')
+  check_bool(get_field(init, 'from_scratch', 'init.'), 'init.from_scratch')
+  check_bool(get_field(get('eval'), 'flip', 'eval.'), 'eval.flip')
   if get_field(init, 'torch_checkpoint', 'init.') and get_field(init, 'checkpoint', 'init.'):
     raise ConfigError('init.torch_checkpoint and init.checkpoint are both set; give one.')
 
@@ -126,6 +132,14 @@ def validate_visualize_config(visualize: Any, prefix: str = 'visualize.') -> Non
                       'fractions of the mid-level map in [0, 1], e.g. (0.5, 0.5) for the centre.')
 
 
+def validate_preflight_config(preflight: Any, prefix: str = 'preflight.') -> None:
+  """--mode=preflight: how many images, the warning threshold, how many timed steps."""
+  get = lambda field: get_field(preflight, field, prefix)
+  check_positive_int(get('num_images'), prefix + 'num_images')
+  check_positive_int(get('timing_steps'), prefix + 'timing_steps')
+  _check_number(get('min_group_fraction'), prefix + 'min_group_fraction', 0, 1)
+
+
 def validate_config(config: Any) -> None:
   """Validates a whole configuration (configs/default.py's sections)."""
   validate_model_config(get_field(config, 'model', ''))
@@ -133,3 +147,4 @@ def validate_config(config: Any) -> None:
   validate_optimizer_config(get_field(config, 'optimizer', ''))
   validate_training_config(config)
   validate_visualize_config(get_field(config, 'visualize', ''))
+  validate_preflight_config(get_field(config, 'preflight', ''))

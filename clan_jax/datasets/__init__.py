@@ -15,7 +15,7 @@ from typing import Any, Optional
 from clan_jax.base.errors import ConfigError
 from clan_jax.datasets.synthetic_images import SyntheticSpec  # numpy only: still light.
 
-DATASET_NAMES = ('cub', 'cars', 'aircraft', 'dogs', 'folder', 'synthetic')
+DATASET_NAMES = ('cub', 'cars', 'aircraft', 'dogs', 'folder', 'synthetic', 'tfds')
 
 
 # name -> (module, class) of its builder, imported on use (TFDS is heavy).
