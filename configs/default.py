@@ -63,18 +63,27 @@ def get_dataset_config() -> ml_collections.ConfigDict:
 
 
 def get_optimizer_config() -> ml_collections.ConfigDict:
-  """SGD with momentum; the learning rates are for `base_batch_size` and scale linearly."""
+  """SGD with momentum; the learning rates are for `base_batch_size` and scale linearly.
+
+  The real-dataset recipe of CLAN_SPEC v2 (docs/MODEL.md). Peers that make one optimiser
+  step per batch use about 1e-3 for the backbone at batch 16 (DCL 8e-4 with 10x for new
+  layers, CAL 1e-3, API-Net 0.01 at batch 120, mmpretrain 0.01 at batch 64); the table of
+  their scripts, and where each value was read: docs/TRAINING.md.
+  """
   optimizer = ml_collections.ConfigDict()
   optimizer.name = 'sgd'  # Or 'adamw' (decoupled weight decay) for training from scratch.
-  optimizer.learning_rate = 0.002  # New layers: CLCA, CLSA, heads, fc when K != 1000.
-  optimizer.backbone_learning_rate = 0.0002  # The pretrained ResNet.
+  # New layers (CLCA, CLSA, heads, fc when K != 1000): 10x the backbone's, as DCL.
+  optimizer.learning_rate = 0.01
+  optimizer.backbone_learning_rate = 0.001  # The pretrained ResNet.
   optimizer.base_batch_size = 16
   optimizer.momentum = 0.9  # SGD only.
-  optimizer.weight_decay = 5e-4
+  optimizer.weight_decay = 5e-4  # PMG's, API-Net's and mmpretrain's.
   optimizer.decay_norm_and_bias = True  # torch's default; False excludes BN and biases.
   optimizer.grad_clip_norm = 0.0  # Global-norm clipping; 0: off.
   optimizer.label_smoothing = 0.0
-  optimizer.warmup_epochs = 2.0  # Linear warm-up from 0, then cosine to 0, per step.
+  # Linear warm-up from 0, then cosine to 0, per step. 5 epochs (mmpretrain's) keep the
+  # new layers' first, large gradients from disturbing the pretrained backbone.
+  optimizer.warmup_epochs = 5.0
   return optimizer
 
 
