@@ -25,7 +25,7 @@ from clan_jax.perf import op_profile
 
 # configs/default.py's model section: ModelConfig's defaults.
 MODEL_DEFAULTS = dataclasses.asdict(ModelConfig())
-OPTIMIZER = dict(name='sgd', learning_rate=0.002, backbone_learning_rate=0.0002,
+OPTIMIZER = dict(name='sgd', learning_rate=0.01, backbone_learning_rate=0.001,
                  base_batch_size=16, momentum=0.9, weight_decay=5e-4, decay_norm_and_bias=True,
                  grad_clip_norm=0.0, label_smoothing=0.0)
 NUM_CLASSES = 200  # CUB's.
