@@ -105,7 +105,7 @@ def test_keys_must_be_an_image_and_a_class_label(tmp_path):
   features = r'its features: .*image \(Image\), label \(ClassLabel, 102 classes\)'
   with pytest.raises(ConfigError, match=f"image_key='img' is not a feature.*{features}"):
     datasets.get_builder(dataset_config(config, image_key='img'))
-  with pytest.raises(ConfigError, match=f"label_key='file_name' .* a Text, not a ClassLabel"):
+  with pytest.raises(ConfigError, match="label_key='file_name' .* a Text, not a ClassLabel"):
     datasets.get_builder(dataset_config(config, label_key='file_name'))
   with pytest.raises(ConfigError, match="image_key='label' .* not an 8-bit Image"):
     datasets.get_builder(dataset_config(config, image_key='label'))
@@ -116,9 +116,9 @@ def test_failed_download_says_which_command_prepares_it(tmp_path):
   offline = requests.exceptions.ConnectionError("Failed to resolve 'www.robots.ox.ac.uk'")
   with tfds.testing.disable_gcs_access(), mock.patch.object(
       tfds.download.DownloadManager, 'download_and_extract', side_effect=offline):
-    with pytest.raises(UserError, match='download failed .*ConnectionError.*on a machine with '
-                       f'internet run `python -m clan_jax.datasets.prepare --dataset=tfds '
-                       f'--tfds_name={FLOWERS}:2.1.1 --data_dir={tmp_path}`'):
+    with pytest.raises(UserError, match='could not be downloaded and built .*ConnectionError.*on '
+                       'a machine with internet run `python -m clan_jax.datasets.prepare '
+                       f'--dataset=tfds --tfds_name={FLOWERS}:2.1.1 --data_dir={tmp_path}`'):
       input_pipeline.load_split(config, 'train')
 
 

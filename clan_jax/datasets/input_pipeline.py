@@ -139,9 +139,10 @@ def load_split(dataset_config: Any, split: str, builder=None, build: bool = True
   check_split(builder, split)
   image_key, label_key = datasets.feature_keys(dataset_config)
   start = time.time()
-  # Only the two features are read; the image stays encoded (decoded per step).
-  decoders = tfds.decode.PartialDecoding({image_key: True, label_key: True},
-                                         decoders={image_key: tfds.decode.SkipDecoding()})
+  # Images stay encoded (decoded per step); others, e.g. segmentation masks, are not needed.
+  features = builder.info.features
+  decoders = {key: tfds.decode.SkipDecoding() for key in features.keys()
+              if isinstance(features[key], tfds.features.Image)}
   ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
                           read_config=tfds.ReadConfig(interleave_cycle_length=1))
   encoded, labels = [], []

@@ -11,6 +11,7 @@ with manual instructions); the check of names and keys happens before anything i
 """
 
 import difflib
+import logging
 import os
 
 import numpy as np
@@ -99,13 +100,16 @@ def prepare_stock(builder, manual_dir: str) -> None:
     raise UserError(
         f'TFDS {name} needs files downloaded by hand in manual_dir={manual_dir} (set '
         f'dataset.manual_dir or --manual_dir): {" ".join(instructions.split())}')
+  # TFDS retries an unreachable host for minutes before it fails: say what is going on.
+  logging.info('building TFDS %s with its own builder, which downloads its files (without '
+               'internet, run `%s` elsewhere and copy the folder)', name, prepare_command(builder))
   try:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   except (OSError, tfds.download.DownloadError, NonMatchingChecksumError) as e:
     reason = (str(e).splitlines() or [''])[0][:300]
     raise UserError(
-        f'TFDS {name} is not built in {builder.data_dir_root} and its download failed '
-        f'({type(e).__name__}: {reason}); on a machine with internet run `'
+        f'TFDS {name} is not built in {builder.data_dir_root} and could not be downloaded '
+        f'and built ({type(e).__name__}: {reason}); on a machine with internet run `'
         f'{prepare_command(builder)}` and copy that folder here (or point dataset.data_dir '
         'at a copy on shared storage).') from None
