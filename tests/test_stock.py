@@ -1,6 +1,7 @@
 """Stock TFDS datasets by name (dataset.name='tfds'): TFDS's own oxford_flowers102 builder,
-its download replaced by generated examples, prepared, loaded, sliced, batched; the errors
-of unknown names, missing keys, non-ClassLabel labels, failed downloads and manual files."""
+its download replaced by generated examples, prepared, loaded, sliced, batched, read by a
+training run and predict's class names; the errors of unknown names, missing keys,
+non-ClassLabel labels, failed downloads and manual files."""
 
 import contextlib
 from unittest import mock
@@ -16,6 +17,8 @@ from clan_jax import datasets
 from clan_jax.base.errors import ConfigError, UserError
 from clan_jax.datasets import input_pipeline
 from clan_jax.inference import predictor
+from clan_jax.train.setup import setup_run
+from configs import default
 from helpers.commands import run_cli
 from helpers.configs import dataset_config
 
@@ -127,3 +130,14 @@ def test_manual_builders_need_their_files(tmp_path):
   with pytest.raises(UserError, match=r'imagenet2012/.* needs files downloaded by hand in '
                      f'manual_dir={tmp_path}/downloads/manual'):
     datasets.prepare(config)
+
+
+def test_a_training_run_reads_it_sliced(flowers, tmp_path):
+  config = default.get_config()
+  config.dataset = dataset_config(flowers[0], train_split='train[:75%]', eval_split='test[:5]')
+  config.init.from_scratch = True
+  config.batch_size = 3
+  run = setup_run(config, str(tmp_path / 'workdir'), train=True)
+  assert run.num_classes == 102 and run.class_names[0] == 'pink primrose'
+  assert (run.train_data.num_examples, run.eval_data.num_examples) == (9, 5)
+  assert run.steps_per_epoch == 3
