@@ -68,7 +68,6 @@ def split_base_names(split: str) -> list[str]:
   return [_SLICE_RE.sub('', part).strip() for part in split.split('+')]
 
 
-
 def check_split(builder, split: str) -> int:
   """The number of examples `split` (a name or a TFDS slice) reads from the built dataset;
   one ConfigError listing the splits when it names none or selects no example."""
