@@ -203,3 +203,11 @@ def test_eval_examples_are_the_first_of_the_eval_stream(small_synthetic, cache):
   np.testing.assert_array_equal(examples['image'], first['image'][:3])
   np.testing.assert_array_equal(examples['label'], first['label'][:3])
   assert len(input_pipeline.eval_examples(data, config, 50)['label']) == 12
+
+
+def test_encoded_images_are_held_unpadded(train_split):
+  """Each image keeps its own size in the pipeline's copy (a fixed-width bytes array would pad
+  every image to the largest one's size: memory N x max, not the sum)."""
+  source = input_pipeline._Source(train_split, resize_size=72)
+  sizes = [len(image) for image in source.images.numpy()]
+  assert sizes == [len(image) for image in train_split.encoded] and len(set(sizes)) > 1

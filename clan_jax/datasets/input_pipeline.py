@@ -163,7 +163,7 @@ def cache_split(data: SplitData, resize_size: int) -> SplitData:
   """Decodes and resizes every image once (in parallel) into a uint8 array."""
   start = time.time()
   images = np.empty((data.num_examples, resize_size, resize_size, 3), np.uint8)
-  ds = tf.data.Dataset.from_tensor_slices(data.encoded.astype(bytes))
+  ds = tf.data.Dataset.from_tensor_slices(data.encoded)  # Object array: see _Source.
   ds = ds.map(lambda e: preprocess.resize_tf(preprocess.decode_tf(e), resize_size),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
   offset = 0
@@ -196,10 +196,11 @@ class _Source:
       raise ValueError(f'the cache holds {data.resize_size}-px images, not {resize_size}.')
     self.resize_size = resize_size
     self.labels = tf.constant(data.labels)
-    # Variables, not constants: a multi-GB constant would be copied into every graph.
+    # Variables, not constants: a multi-GB constant would be copied into every graph. The
+    # object array of bytes goes in as it is: astype(bytes) would pad every image to the
+    # largest one's size (and strip trailing NUL bytes).
     with tf.device('/cpu:0'):
-      self.images = tf.Variable(data.images if data.cached else data.encoded.astype(bytes),
-                                trainable=False)
+      self.images = tf.Variable(data.images if data.cached else data.encoded, trainable=False)
     self.cached = data.cached
 
   def resized_image(self, record):
