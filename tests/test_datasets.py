@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from clan_jax import datasets
+from clan_jax.datasets import input_pipeline
 from clan_jax.datasets.sources import ChecksumError, MissingFilesError
 from helpers.commands import run_cli
 from helpers.configs import dataset_config
@@ -144,6 +145,8 @@ def test_folder_dataset_classes_sorted_bad_files_skipped(tmp_path):
   assert names == ['finch', 'wren', 'zebra_finch']
   labels = {n: int(ex['label']) for n, ex in _examples(config, 'test').items()}
   assert labels == {'finch/0.jpg': 0, 'wren/0.jpg': 1, 'zebra_finch/0.jpg': 2}
+  sliced = input_pipeline.load_split(config, 'test[1:]')  # TFDS slices work on folders too.
+  assert list(sliced.labels) == [1, 2] and sliced.class_names == names
   with open(tmp_path / 'birds' / 'test' / 'wren' / 'new.jpg', 'wb') as f:
     f.write(open(tmp_path / 'birds' / 'test' / 'wren' / '0.jpg', 'rb').read())
   assert datasets.get_builder(config).builder_config.name != builder.builder_config.name

@@ -135,8 +135,54 @@ def _filenames(config, split):
 
 
 def test_unknown_split_is_a_clear_error(small_synthetic):
-  with pytest.raises(ConfigError, match="split 'validation' is not in"):
+  with pytest.raises(ConfigError, match=r"split 'validation' cannot be read from .*its splits: "
+                     r'train \(24\), test \(12\)'):
     input_pipeline.load_split(small_synthetic, 'validation')
+  with pytest.raises(ConfigError, match=r"'train\[:30\]' cannot .* incompatible with 24"):
+    input_pipeline.load_split(small_synthetic, 'train[:30]')
+
+
+def test_slices_of_our_builders_load_as_splits_of_their_own(small_synthetic, train_split):
+  head = input_pipeline.load_split(small_synthetic, 'train[:75%]')
+  tail = input_pipeline.load_split(small_synthetic, 'train[75%:]')
+  assert (head.num_examples, tail.num_examples) == (18, 6) and head.name == 'train[:75%]'
+  np.testing.assert_array_equal(np.concatenate([head.labels, tail.labels]), train_split.labels)
+  assert head.dataset_splits == ('train', 'test') and head.class_names == train_split.class_names
+  assert input_pipeline.steps_per_epoch(head.num_examples, 8) == 2
+  # The stream of the slice: one epoch (18 positions) visits each record once; resumption exact.
+  batches = _batches(head, small_synthetic, 9, global_batch_size=6)
+  for epoch in range(3):
+    indices = np.concatenate([b['index'] for b in batches[3 * epoch:3 * epoch + 3]])
+    assert sorted(indices) == list(range(18))
+  assert _equal(batches[4:], _batches(head, small_synthetic, 5, global_batch_size=6,
+                                      start_step=4))
+  cached = input_pipeline.load_split(dataset_config(small_synthetic, cache=True), 'test[:5]')
+  assert cached.num_examples == 5 and cached.images.shape[0] == 5
+
+
+@pytest.mark.parametrize('train, evaluate, requested, expected', [
+    ('train', 'test', 'auto', 'val'),  # FGVC-Aircraft's halves of trainval.
+    ('trainval', 'test', 'auto', ''),  # Training reads val.
+    ('train[:90%]', 'test', 'auto', 'val'),
+    ('train+val', 'test', 'auto', ''),
+    ('train', 'val', 'auto', ''),  # val is the eval split: the best is chosen on it anyway.
+    ('train', 'test', '', ''),
+    ('train[:90%]', 'test', 'train[90%:]', 'train[90%:]'),
+    ('train', 'test', 'test', 'test'),
+])
+def test_val_split_resolves_auto_none_or_a_split(train, evaluate, requested, expected):
+  config = dataset_config(train_split=train, eval_split=evaluate, val_split=requested)
+  assert input_pipeline.resolve_val_split(config, ('train', 'val', 'trainval', 'test')) == expected
+
+
+def test_val_split_auto_finds_a_validation_split_and_rejects_unknown_ones():
+  config = dataset_config(train_split='train', eval_split='test', val_split='auto')
+  assert input_pipeline.resolve_val_split(config, ('train', 'validation', 'test')) == 'validation'
+  assert input_pipeline.resolve_val_split(config, ('train', 'test')) == ''
+  wrong = dataset_config(config, val_split='validation[:50%]')
+  with pytest.raises(ConfigError, match=r"val_split='validation\[:50%\]' names no split .*"
+                     r'\(validation\); its splits: train, test'):
+    input_pipeline.resolve_val_split(wrong, ('train', 'test'))
 
 
 def test_a_dataset_that_must_not_be_built_here_is_a_clear_error(small_synthetic, tmp_path):
@@ -157,3 +203,11 @@ def test_eval_examples_are_the_first_of_the_eval_stream(small_synthetic, cache):
   np.testing.assert_array_equal(examples['image'], first['image'][:3])
   np.testing.assert_array_equal(examples['label'], first['label'][:3])
   assert len(input_pipeline.eval_examples(data, config, 50)['label']) == 12
+
+
+def test_encoded_images_are_held_unpadded(train_split):
+  """Each image keeps its own size in the pipeline's copy (a fixed-width bytes array would pad
+  every image to the largest one's size: memory N x max, not the sum)."""
+  source = input_pipeline._Source(train_split, resize_size=72)
+  sizes = [len(image) for image in source.images.numpy()]
+  assert sizes == [len(image) for image in train_split.encoded] and len(set(sizes)) > 1

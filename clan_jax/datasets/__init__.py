@@ -1,8 +1,10 @@
-"""Datasets: TFDS builders of our own for each dataset, and `prepare` (build once, summarise).
+"""Datasets: TFDS builders of our own for each dataset, stock TFDS datasets by name
+(dataset.name='tfds', stock.py), and `prepare` (build once, summarise).
 
     builder = get_builder(config.dataset)       # not built yet: nothing is read
     summary = prepare(config.dataset)            # builds it under data_dir if needed
     print(summary.format())
+    label_feature(builder, config.dataset).names # the class names, whatever the builder
 
 Importing this package is light (no TensorFlow): the builders import TFDS when used.
 """
@@ -58,13 +60,45 @@ def default_data_dir() -> str:
   return os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets')
 
 
-def get_builder(dataset_config: Any):
-  """The TFDS builder of `dataset_config` (name, data_dir, manual_dir, root, synthetic)."""
-  builder_class = _builder_class(dataset_config.name)
+def data_dirs(dataset_config: Any) -> tuple[str, str]:
+  """(data_dir, manual_dir) of the config, defaults filled in."""
   # A shell leaves the '~' of `--flag=~/dir` alone: expand it here.
   data_dir = os.path.expanduser(dataset_config.data_dir or default_data_dir())
   manual_dir = os.path.expanduser(dataset_config.manual_dir or
                                   os.path.join(data_dir, 'downloads', 'manual'))
+  return data_dir, manual_dir
+
+
+def _is_stock(dataset_config: Optional[Any]) -> bool:
+  return dataset_config is not None and dataset_config.name == 'tfds'
+
+
+def feature_keys(dataset_config: Optional[Any]) -> tuple[str, str]:
+  """(image key, label key): the config's for a stock TFDS dataset, ours otherwise."""
+  if _is_stock(dataset_config):
+    return dataset_config.image_key, dataset_config.label_key
+  return 'image', 'label'
+
+
+def label_feature(builder: Any, dataset_config: Any):
+  """The ClassLabel feature of the labels (its names, num_classes)."""
+  return builder.info.features[feature_keys(dataset_config)[1]]
+
+
+def dataset_title(builder: Any) -> str:
+  """'CUB-200-2011' for ours, 'TFDS oxford_flowers102/2.1.1' for a stock dataset."""
+  return getattr(builder, 'TITLE', '') or f'TFDS {builder.info.full_name}'
+
+
+def get_builder(dataset_config: Any):
+  """The TFDS builder of `dataset_config` (name, data_dir, manual_dir, root, synthetic;
+  tfds_name, image_key and label_key for a stock TFDS dataset)."""
+  data_dir, manual_dir = data_dirs(dataset_config)
+  if _is_stock(dataset_config):
+    from clan_jax.datasets import stock  # Late: imports TFDS, and this package must stay light.
+
+    return stock.stock_builder(dataset_config, data_dir)
+  builder_class = _builder_class(dataset_config.name)
   kwargs = {'data_dir': data_dir, 'manual_dir': manual_dir}
   if dataset_config.name == 'folder':
     kwargs['root'] = os.path.expanduser(dataset_config.root)
@@ -115,14 +149,18 @@ def prepare(dataset_config: Any, verify_checksums: bool = False,
 
   builder = builder or get_builder(dataset_config)
   reused = builder.is_prepared()
-  if not reused:
+  if not reused and _is_stock(dataset_config):
+    from clan_jax.datasets.stock import prepare_stock  # Late: as above.
+
+    prepare_stock(builder, data_dirs(dataset_config)[1])
+  elif not reused:
     if builder.OFFICIAL_FILES:
       for warning in builder.dataset_files().checksum_warnings(verify_checksums):
         builder.record_warning(warning)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=builder.manual_dir))
   return PrepareSummary(
-      title=builder.TITLE, path=os.fspath(builder.data_path), reused=reused,
+      title=dataset_title(builder), path=os.fspath(builder.data_path), reused=reused,
       splits={name: info.num_examples for name, info in builder.info.splits.items()},
-      num_classes=builder.info.features['label'].num_classes,
+      num_classes=label_feature(builder, dataset_config).num_classes,
       skipped=skipped_files(builder), warnings=build_warnings(builder))

@@ -1,9 +1,10 @@
 """The tf.data input pipeline: deterministic, resumable, exact in evaluation, multi-process.
 
-A split is loaded once into memory (`load_split`): the stored encoded images (FGVC
-datasets are small: CUB's train split is ~0.6 GB of JPEGs), or, with `dataset.cache`,
-the decoded images already resized to resize_size (uint8). Examples are then addressed
-by position in an endless stream:
+A split (a name, or a TFDS slice such as 'train[:90%]', whose examples are then all there
+is: N below is the slice's size) is loaded once into memory (`load_split`): the stored
+encoded images (FGVC datasets are small: CUB's train split is ~0.6 GB of JPEGs), or, with
+`dataset.cache`, the decoded images already resized to resize_size (uint8). Examples are
+then addressed by position in an endless stream:
 
     stream position t -> epoch t // N, record index_shuffle(t % N; seed, epoch)
     global step s holds positions [s B, (s + 1) B); process p takes [s B + p B/P, s B + (p+1) B/P)
@@ -21,8 +22,9 @@ them (`preprocess.normalize`).
 import dataclasses
 import logging
 import math
+import re
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -35,17 +37,22 @@ from clan_jax.base.errors import ConfigError
 # Salts that keep the order stream and the augmentation stream independent.
 _ORDER_SALT = 0x5EED
 _AUGMENT_SALT = 0xA116
+# The slice of one part of a TFDS split, e.g. '[:90%]' of 'train[:90%]'.
+_SLICE_RE = re.compile(r'\[.*\]\s*$')
 
 
 @dataclasses.dataclass
 class SplitData:
   """One split in memory: encoded images, or resized uint8 images when cached."""
-  name: str
+  name: str  # The split as configured: a name or a TFDS slice, e.g. 'train[:90%]'.
   labels: np.ndarray  # int32 (N,)
   class_names: list[str]
   encoded: np.ndarray = None  # object (N,) of bytes, when not cached
   images: np.ndarray = None  # uint8 (N, R, R, 3), when cached
   resize_size: int = 0  # R of `images`
+  # Every split of the dataset it came from, e.g. ('train', 'test'): what resolve_val_split
+  # chooses among.
+  dataset_splits: tuple[str, ...] = ()
 
   @property
   def num_examples(self) -> int:
@@ -56,34 +63,96 @@ class SplitData:
     return self.images is not None
 
 
+def split_base_names(split: str) -> list[str]:
+  """The split names a split or TFDS slice reads: 'train[:90%]+val' -> ['train', 'val']."""
+  return [_SLICE_RE.sub('', part).strip() for part in split.split('+')]
+
+
+def check_split(builder, split: str) -> int:
+  """The number of examples `split` (a name or a TFDS slice) reads from the built dataset;
+  one ConfigError listing the splits when it names none or selects no example."""
+  splits = builder.info.splits
+  listing = ', '.join(f'{name} ({info.num_examples:,})' for name, info in splits.items())
+  title = datasets.dataset_title(builder)
+  try:
+    count = splits[split].num_examples
+  except (KeyError, ValueError) as e:
+    # TFDS's reason, less its own list of the splits (ours gives their sizes too).
+    reason = str(e).splitlines()[0].split('. Should be one of')[0].rstrip('.')
+    raise ConfigError(f'split {split!r} cannot be read from {title} ({reason}); its splits: '
+                      f"{listing} (a TFDS slice such as 'train[:90%]' works too).") from None
+  if count <= 0:
+    raise ConfigError(f'split {split!r} of {title} selects no example; its splits: {listing}.')
+  return count
+
+
+def _is_covered(candidate: str, train_names: list[str]) -> bool:
+  """Whether training reads the validation split `candidate`: by name, or as part of a
+  train+validation split such as 'trainval' (FGVC-Aircraft) or 'train_validation'."""
+  return any(name == candidate or (name.startswith('train') and name.endswith(candidate))
+             for name in train_names)
+
+
+def resolve_val_split(dataset_config: Any, available_splits: Sequence[str]) -> str:
+  """The split the best checkpoint is chosen on ('' for none) from dataset.val_split.
+
+  'auto': the dataset's validation split ('validation' or 'val') when it has one that
+  neither the train split nor the eval split reads (aircraft's 'trainval' contains its
+  'val'); '': none; anything else is a split name or TFDS slice whose splits must exist
+  in `available_splits` (its slice bounds are checked when it is loaded).
+  """
+  requested = dataset_config.val_split
+  if not requested:
+    return ''
+  if requested == 'auto':
+    used = split_base_names(dataset_config.train_split)
+    evaluated = split_base_names(dataset_config.eval_split)
+    for candidate in ('validation', 'val'):
+      if (candidate in available_splits and not _is_covered(candidate, used)
+          and candidate not in evaluated):
+        return candidate
+    return ''
+  unknown = [name for name in split_base_names(requested) if name not in available_splits]
+  if unknown:
+    raise ConfigError(f'dataset.val_split={requested!r} names no split of the dataset '
+                      f'({", ".join(unknown)}); its splits: {", ".join(available_splits)}; '
+                      "or 'auto' (its validation split, if any) or '' (none).")
+  return requested
+
+
 def load_split(dataset_config: Any, split: str, builder=None, build: bool = True) -> SplitData:
-  """Reads a split into memory, building the dataset first if it is not built yet (or, with
-  build=False, e.g. in a job of several processes, raising a ConfigError that says how)."""
+  """Reads a split (a name or a TFDS slice such as 'train[:90%]') into memory, building the
+  dataset first if it is not built yet (or, with build=False, e.g. in a job of several
+  processes, raising a ConfigError that says how)."""
   builder = builder or datasets.get_builder(dataset_config)
+  title = datasets.dataset_title(builder)
   if not builder.is_prepared() and not build:
     raise ConfigError(
-        f'{builder.TITLE} is not built in {builder.data_dir}, and several processes must not '
+        f'{title} is not built in {builder.data_dir}, and several processes must not '
         'build it at once: build it first with `python -m clan_jax.datasets.prepare '
         '--config=<this config> [--config.dataset.KEY=VALUE ...]`, once on storage that every '
         'host reads or on every host.')
   if not builder.is_prepared():
-    logging.info('building %s once under %s', builder.TITLE, builder.data_dir)
+    logging.info('building %s once under %s', title, builder.data_dir)
     logging.info('%s', datasets.prepare(dataset_config, builder=builder).format())
-  if split not in builder.info.splits:
-    raise ConfigError(f'split {split!r} is not in {builder.TITLE}; it has '
-                      f'{", ".join(builder.info.splits)}.')
+  check_split(builder, split)
+  image_key, label_key = datasets.feature_keys(dataset_config)
   start = time.time()
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={'image': tfds.decode.SkipDecoding()},
+  # Images stay encoded (decoded per step); others, e.g. segmentation masks, are not needed.
+  features = builder.info.features
+  decoders = {key: tfds.decode.SkipDecoding() for key in features.keys()
+              if isinstance(features[key], tfds.features.Image)}
+  ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
                           read_config=tfds.ReadConfig(interleave_cycle_length=1))
   encoded, labels = [], []
   for example in ds.as_numpy_iterator():
-    encoded.append(example['image'])
-    labels.append(example['label'])
+    encoded.append(example[image_key])
+    labels.append(example[label_key])
   data = SplitData(name=split, labels=np.asarray(labels, np.int32),
-                   class_names=list(builder.info.features['label'].names),
-                   encoded=np.asarray(encoded, dtype=object))
-  logging.info('loaded %s/%s: %d examples, %.0f MB encoded, %.1f s', builder.TITLE, split,
+                   class_names=list(datasets.label_feature(builder, dataset_config).names),
+                   encoded=np.asarray(encoded, dtype=object),
+                   dataset_splits=tuple(builder.info.splits))
+  logging.info('loaded %s/%s: %d examples, %.0f MB encoded, %.1f s', title, split,
                data.num_examples, sum(map(len, encoded)) / 1e6, time.time() - start)
   if dataset_config.cache:
     data = cache_split(data, dataset_config.resize_size)
@@ -94,7 +163,7 @@ def cache_split(data: SplitData, resize_size: int) -> SplitData:
   """Decodes and resizes every image once (in parallel) into a uint8 array."""
   start = time.time()
   images = np.empty((data.num_examples, resize_size, resize_size, 3), np.uint8)
-  ds = tf.data.Dataset.from_tensor_slices(data.encoded.astype(bytes))
+  ds = tf.data.Dataset.from_tensor_slices(data.encoded)  # Object array: see _Source.
   ds = ds.map(lambda e: preprocess.resize_tf(preprocess.decode_tf(e), resize_size),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
   offset = 0
@@ -127,10 +196,11 @@ class _Source:
       raise ValueError(f'the cache holds {data.resize_size}-px images, not {resize_size}.')
     self.resize_size = resize_size
     self.labels = tf.constant(data.labels)
-    # Variables, not constants: a multi-GB constant would be copied into every graph.
+    # Variables, not constants: a multi-GB constant would be copied into every graph. The
+    # object array of bytes goes in as it is: astype(bytes) would pad every image to the
+    # largest one's size (and strip trailing NUL bytes).
     with tf.device('/cpu:0'):
-      self.images = tf.Variable(data.images if data.cached else data.encoded.astype(bytes),
-                                trainable=False)
+      self.images = tf.Variable(data.images if data.cached else data.encoded, trainable=False)
     self.cached = data.cached
 
   def resized_image(self, record):

@@ -2,12 +2,14 @@
 
     python -m clan_jax.datasets.prepare --dataset=cub --manual_dir=~/downloads [--data_dir=DIR]
     python -m clan_jax.datasets.prepare --dataset=folder --root=~/my_birds
+    python -m clan_jax.datasets.prepare --dataset=tfds --tfds_name=oxford_flowers102
     python -m clan_jax.datasets.prepare --config=configs/demo.py     # the config's dataset
 
 Prints, per split, the examples, the classes and the files it skipped. Training builds the
 dataset on first use in the same way; a built dataset is reused. A missing archive is one
 message naming the expected files and where to get them (exit status 2). An archive that
-differs from the official one is a warning, an error with --verify_checksums.
+differs from the official one is a warning, an error with --verify_checksums. A stock TFDS
+dataset (--dataset=tfds) is downloaded by its TFDS builder (docs/DATA.md).
 """
 
 import types
@@ -25,6 +27,11 @@ flags.DEFINE_string('manual_dir', None, 'Folder holding the original archives.')
 flags.DEFINE_string('data_dir', None, 'TFDS data dir (default: $TFDS_DATA_DIR or '
                     '~/tensorflow_datasets).')
 flags.DEFINE_string('root', None, "For --dataset=folder: root/<split>/<class>/<image>.")
+flags.DEFINE_string('tfds_name', None, "For --dataset=tfds: a TFDS dataset, e.g. "
+                    "'oxford_flowers102' or 'food101:2.1.0'.")
+flags.DEFINE_string('image_key', None, "For --dataset=tfds: its image feature (default 'image').")
+flags.DEFINE_string('label_key', None, "For --dataset=tfds: its ClassLabel feature (default "
+                    "'label').")
 flags.DEFINE_bool('verify_checksums', False, 'Fail if an archive differs from the official one.')
 config_flags.DEFINE_config_file('config', None, 'Optional config file whose `dataset` section '
                                 'is used (with --config.dataset.KEY=VALUE); the flags above '
@@ -37,8 +44,10 @@ def dataset_config_from_flags():
     dataset = load_config_flag(FLAGS.config).dataset
   else:
     dataset = types.SimpleNamespace(name='', data_dir='', manual_dir='', root='', synthetic={},
-                                    aircraft_label='variant', aircraft_crop_banner=True)
-  for field in ('dataset', 'manual_dir', 'data_dir', 'root'):
+                                    aircraft_label='variant', aircraft_crop_banner=True,
+                                    tfds_name='', image_key='image', label_key='label')
+  for field in ('dataset', 'manual_dir', 'data_dir', 'root', 'tfds_name', 'image_key',
+                'label_key'):
     value = getattr(FLAGS, field)
     if value is not None:
       setattr(dataset, 'name' if field == 'dataset' else field, value)
@@ -48,6 +57,9 @@ def dataset_config_from_flags():
   if dataset.name == 'folder' and not dataset.root:
     raise UserError('--dataset=folder reads root/<split>/<class>/<image>: set --root=DIR '
                     '(or dataset.root in the --config file).')
+  if dataset.name == 'tfds' and not dataset.tfds_name:
+    raise UserError('--dataset=tfds reads a stock TFDS dataset: set --tfds_name=NAME, e.g. '
+                    '--tfds_name=oxford_flowers102 (or dataset.tfds_name in the --config file).')
   return dataset
 
 

@@ -174,7 +174,7 @@ def dataset_class_names(dataset_config, num_classes: int) -> list[str]:
                     "clan_jax.datasets.prepare gives the names)", dataset_config.name,
                     builder.data_dir)
     return numbered
-  names = list(builder.info.features['label'].names)
+  names = list(datasets.label_feature(builder, dataset_config).names)
   if len(names) != num_classes:
     logging.warning('class names are numbered: dataset %r has %d classes, the checkpoint %d',
                     dataset_config.name, len(names), num_classes)
