@@ -1,9 +1,9 @@
 """The preflight: the splits against the official figures, the weights, the ImageNet check with a
 rigged tiny ResNet-18 file (fixed-seed random weights whose fc bias favours chosen ImageNet
-classes), the step timing, and `main.py --mode=preflight` end to end on a small synthetic
-dataset (clan_jax/train/preflight.py, train/imagenet_check.py, perf/preflight.py)."""
+classes), the step timing, and `main.py --mode=preflight` end to end: passing on a small
+synthetic dataset, failing on the fake CUB (clan_jax/train/preflight.py, train/imagenet_check.py,
+perf/preflight.py, datasets/imagenet_groups.py)."""
 
-import copy
 import math
 import subprocess
 import sys
@@ -16,7 +16,7 @@ from clan_jax.base.errors import UserError
 from clan_jax.datasets import imagenet_groups, preprocess
 from clan_jax.datasets.input_pipeline import SplitData
 from clan_jax.models.resnet import ResNetClassifier
-from clan_jax.pytorch.conversion import abstract_variables, key_table
+from clan_jax.pytorch.conversion import abstract_variables, key_table, load_torch_checkpoint
 from clan_jax.train import imagenet_check
 from clan_jax.train import preflight as checks
 from configs import default
@@ -50,12 +50,9 @@ def rigged_resnet18(path, favoured) -> str:
 @pytest.fixture(scope='module')
 def weights(tmp_path_factory):
   base = tmp_path_factory.mktemp('weights')
-  no_fc = {}
-  for key, value in imagenet_check.load_torch_checkpoint(
-      rigged_resnet18(base / 'birds.safetensors', BIRDS)).items():
-    if not key.startswith('fc.'):
-      no_fc[key] = value
-  save_file(no_fc, str(base / 'backbone.safetensors'))
+  birds = load_torch_checkpoint(rigged_resnet18(base / 'birds.safetensors', BIRDS))
+  save_file({k: v for k, v in birds.items() if not k.startswith('fc.')},
+            str(base / 'backbone.safetensors'))
   return {'birds': str(base / 'birds.safetensors'),
           'others': rigged_resnet18(base / 'others.safetensors', NOT_BIRDS),
           'backbone': str(base / 'backbone.safetensors')}
@@ -204,20 +201,14 @@ def test_on_a_cpu_the_steps_are_timed_at_a_small_batch_and_scaled():
   assert 'a small batch on the CPU; configured: 16' in text and '11 h 07 min' in text
 
 
-def test_a_failed_check_reports_everything_then_raises(fake_cub, weights, tmp_path, monkeypatch,
-                                                       capsys):
-  from clan_jax.perf import preflight
-
-  monkeypatch.setattr(preflight, 'measure_steps', lambda run: preflight.StepTiming(
-      'cpu', 'cpu', 1, 2, 16, 64, 1.0, 0.5, 3, 2**30, 'host', run.total_steps))
-  config = config_for(weights['others'])
-  config.dataset = copy.deepcopy(fake_cub[0])
-  with pytest.raises(checks.PreflightError, match='preflight failed: only 0% .* channel order'):
-    preflight.run_preflight(config, str(tmp_path / 'run'))
-  report = capsys.readouterr().out
-  assert "data: dataset.name='cub' (CUB-200-2011)" in report
-  assert 'not the official 5,994: skipped files' in report
-  assert '!!! FAILED: only 0%' in report and 'projected training time' in report
+def main_py(config_text: str, base, *flags):
+  """`python main.py --mode=preflight` with the config `config_text`, in a CPU environment."""
+  config = base / 'config.py'
+  config.write_text(config_text)
+  return subprocess.run([sys.executable, 'main.py', f'--config={config}',
+                         f'--workdir={base / "run"}', '--mode=preflight', *flags],
+                        cwd=REPO_ROOT, env=cli_environment(base), capture_output=True, text=True,
+                        timeout=300)
 
 
 CONFIG = '''
@@ -237,13 +228,7 @@ def get_config():
 
 
 def test_main_preflight_end_to_end_on_the_synthetic_dataset(tmp_path):
-  config = tmp_path / 'config.py'
-  config.write_text(CONFIG.format(data_dir=str(tmp_path / 'data')))
-  workdir = tmp_path / 'run'
-  result = subprocess.run([sys.executable, 'main.py', f'--config={config}',
-                           f'--workdir={workdir}', '--mode=preflight'], cwd=REPO_ROOT,
-                          env=cli_environment(tmp_path), capture_output=True, text=True,
-                          timeout=300)
+  result = main_py(CONFIG.format(data_dir=str(tmp_path / 'data')), tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout
   assert "no official figures for dataset.name='synthetic'" in out
@@ -251,4 +236,31 @@ def test_main_preflight_end_to_end_on_the_synthetic_dataset(tmp_path):
   assert 'weights: none: random' in out and 'ImageNet check: skipped: no init.torch' in out
   assert 'batch 2 (a small batch on the CPU; configured: 8), 32 px' in out
   assert 'projected training time: 100 steps x ' in out and 'x 8/2' in out
-  assert not any(workdir.iterdir())  # Nothing written.
+  assert not any((tmp_path / 'run').iterdir())  # Nothing written.
+
+
+FAKE_CUB_CONFIG = '''
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model.depth = 18
+  config.dataset.update(manual_dir={manual_dir!r}, data_dir={data_dir!r}, resize_size=72,
+                        crop_size=64)
+  config.init.torch_checkpoint = {weights!r}
+  config.preflight.num_images = 4
+  return config
+'''
+
+
+def test_main_preflight_reports_a_failed_check_then_exits_1(fake_cub, weights, tmp_path):
+  dataset, _ = fake_cub
+  result = main_py(FAKE_CUB_CONFIG.format(manual_dir=dataset.manual_dir, data_dir=dataset.data_dir,
+                                          weights=weights['others']), tmp_path)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "data: dataset.name='cub' (CUB-200-2011)" in result.stdout
+  assert 'not the official 5,994: skipped files' in result.stdout
+  assert '!!! FAILED: only 0%' in result.stdout and 'step time: not measured' in result.stdout
+  error = result.stderr.strip().splitlines()[-1]
+  assert error.startswith('error: preflight failed: only 0% ') and 'channel order' in error

@@ -6,9 +6,9 @@ Prints the splits against the official figures and the initial weights (the shor
 training run logs: clan_jax/train/preflight.py), the ImageNet check of the weights and the input
 pipeline (clan_jax/train/imagenet_check.py), and the time and memory of a few training steps on
 the present devices with the projected time of the run. On a CPU the steps run at a small batch,
-and the projection scales them to the configured one. A failed check raises PreflightError
-after the whole report (docs/TRAINING.md, Preflight). Nothing is written to --workdir (created
-if missing, as training does).
+and the projection scales them to the configured one. A failed ImageNet check skips the
+timing and raises PreflightError after the report (docs/TRAINING.md, Preflight). Nothing is
+written to --workdir (created if missing, as training does).
 """
 
 import dataclasses
@@ -73,8 +73,10 @@ class StepTiming:
 
 
 def _duration(seconds: float) -> str:
-  hours, rest = divmod(seconds, 3600)
-  return f'{int(hours)} h {rest / 60:02.0f} min' if hours else f'{seconds / 60:.1f} min'
+  if seconds < 3600:
+    return f'{seconds / 60:.1f} min'
+  hours, minutes = divmod(round(seconds / 60), 60)
+  return f'{hours} h {minutes:02d} min'
 
 
 def timing_batch_size(platform: str, configured: int, devices: int) -> int:
@@ -143,9 +145,13 @@ def run_preflight(config: Any, workdir: str) -> list[Section]:
   PreflightError, after the report, when a check failed."""
   run = setup_run(_without_cache(config), workdir, train=True)
   check = imagenet_check.run_imagenet_check(run.config, run.train_data)
-  logging.info('timing %d training steps', run.config.preflight.timing_steps)
   sections = [Section(['preflight:'], []), data_section(run), weights_section(run.config),
-              check.section(), measure_steps(run).section()]
+              check.section()]
+  if check.problems:  # Minutes on a CPU, for a run that must change first.
+    sections.append(Section(['step time: not measured: the check above failed.'], []))
+  else:
+    logging.info('timing %d training steps', run.config.preflight.timing_steps)
+    sections.append(measure_steps(run).section())
   if run.is_main_process:
     print('\n'.join(section.text() for section in sections), flush=True)
   if check.problems:
