@@ -7,12 +7,14 @@ perf/preflight.py, datasets/imagenet_groups.py)."""
 import math
 import subprocess
 import sys
+import types
 
+import flax.linen as nn
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from clan_jax.base.errors import UserError
+from clan_jax.base.errors import CheckpointError, UserError
 from clan_jax.datasets import imagenet_groups, preprocess
 from clan_jax.datasets.input_pipeline import SplitData
 from clan_jax.models.resnet import ResNetClassifier
@@ -199,6 +201,33 @@ def test_on_a_cpu_the_steps_are_timed_at_a_small_batch_and_scaled():
   assert timing.projected_s == 1000 * 5.0 * 16 / 2
   text = timing.section().text()
   assert 'a small batch on the CPU; configured: 16' in text and '11 h 07 min' in text
+
+
+class TinyModel(nn.Module):
+  """A model's call signature at the least cost: a classifier of the mean colour."""
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    del train
+    return {'logits': nn.Dense(4)(images.mean(axis=(1, 2)))}
+
+
+def test_initial_weights_that_fail_are_timed_as_random_and_reported(monkeypatch):
+  from clan_jax.perf import preflight
+
+  def refuse(run):
+    raise CheckpointError('init.checkpoint=/x: does not fit')
+
+  monkeypatch.setattr(preflight, 'initial_training_variables', refuse)
+  config = config_for()
+  config.dataset.crop_size = 32
+  run = types.SimpleNamespace(config=config, model=TinyModel())
+  variables, error = preflight._run_variables(run)  # pylint: disable=protected-access
+  assert error == 'init.checkpoint=/x: does not fit'
+  assert variables['params']['Dense_0']['kernel'].shape == (3, 4)
+  timing = preflight.StepTiming('cpu', 'cpu', 1, 2, 2, 32, 1.0, 0.5, 1, 0, 'host', 10, error)
+  assert '!!! FAILED: timed with random weights: the initial weights failed: init.checkpoint' in (
+      timing.section().text())
 
 
 def main_py(config_text: str, base, *flags):

@@ -47,7 +47,7 @@ class StepTiming:
   peak_memory_bytes: int
   memory_kind: str
   total_steps: int
-  note: str = ''  # Why the initial weights were not the run's own.
+  weights_error: str = ''  # Why the run's initial weights failed (timed with random ones).
 
   @property
   def projected_s(self) -> float:
@@ -67,8 +67,9 @@ class StepTiming:
              f'  projected training time: {self.total_steps:,} steps x {self.step_s:.3f} s'
              f'{scaled} = {_duration(self.projected_s)}; evaluations and the input '
              'pipeline add to it']
-    if self.note:
-      lines.append(f'  {self.note}')
+    if self.weights_error:
+      lines.append(f'  !!! FAILED: timed with random weights: the initial weights failed: '
+                   f'{self.weights_error}')
     return Section(lines, [])
 
 
@@ -96,14 +97,14 @@ def _peak_memory(device) -> tuple[int, str]:
 
 
 def _run_variables(run: Run) -> tuple[dict, str]:
-  """The run's initial variables, or random ones (with why) when the run's own fail."""
+  """The run's initial variables, or random ones and why the run's own failed."""
   try:
     return initial_training_variables(run), ''
   except UserError as e:  # Timing needs no particular weights; the report names the problem.
     size = run.config.dataset.crop_size
     variables = jax.jit(functools.partial(run.model.init, train=False))(
         jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3), jnp.float32))
-    return variables, f'timed with random weights: the initial weights failed: {e}'
+    return variables, str(e)
 
 
 def measure_steps(run: Run) -> StepTiming:
@@ -111,7 +112,7 @@ def measure_steps(run: Run) -> StepTiming:
   model, optimizer and jitted step (loop.compile_steps), a random batch."""
   device = run.mesh.devices.flat[0]
   batch_size = timing_batch_size(device.platform, run.config.batch_size, run.mesh.size)
-  variables, note = _run_variables(run)
+  variables, weights_error = _run_variables(run)
   state, tx, schedules = new_train_state(run, variables)
   train_fn, _ = loop.compile_steps(run, tx, schedules)
   rng = np.random.default_rng(0)
@@ -129,7 +130,7 @@ def measure_steps(run: Run) -> StepTiming:
   memory, memory_kind = _peak_memory(device)
   return StepTiming(device.platform, device.device_kind, run.mesh.size, batch_size,
                     run.config.batch_size, size, first, float(np.median(times)), len(times),
-                    memory, memory_kind, run.total_steps, note)
+                    memory, memory_kind, run.total_steps, weights_error)
 
 
 def _without_cache(config: Any) -> Any:
@@ -147,13 +148,18 @@ def run_preflight(config: Any, workdir: str) -> list[Section]:
   check = imagenet_check.run_imagenet_check(run.config, run.train_data)
   sections = [Section(['preflight:'], []), data_section(run), weights_section(run.config),
               check.section()]
-  if check.problems:  # Minutes on a CPU, for a run that must change first.
+  problems = list(check.problems)
+  if problems:  # Minutes on a CPU, for a run that must change first.
     sections.append(Section(['step time: not measured: the check above failed.'], []))
   else:
     logging.info('timing %d training steps', run.config.preflight.timing_steps)
-    sections.append(measure_steps(run).section())
+    timing = measure_steps(run)
+    sections.append(timing.section())
+    if timing.weights_error:
+      problems.append(f'the initial weights: {timing.weights_error}')
   if run.is_main_process:
     print('\n'.join(section.text() for section in sections), flush=True)
-  if check.problems:
-    raise PreflightError(f'preflight failed: {"; ".join(check.problems)}. {LIKELY_CAUSES}')
+  if problems:
+    causes = f' {LIKELY_CAUSES}' if check.problems else ''
+    raise PreflightError(f'preflight failed: {"; ".join(problems)}.{causes}')
   return sections
