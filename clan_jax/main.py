@@ -3,13 +3,17 @@
     python main.py --config=configs/cub.py --workdir=runs/cub [--config.KEY=VALUE ...]
     python main.py --config=configs/cub.py --workdir=runs/cub --mode=eval [--checkpoint=best]
     python main.py --config=configs/cub.py --workdir=runs/cub --mode=visualize [--checkpoint=best]
+    python main.py --config=configs/cub.py --workdir=runs/cub --mode=preflight
 
 Training resumes from the latest checkpoint in --workdir; --mode=eval evaluates what
 --checkpoint names (latest or best of --workdir, or PATH: a variables checkpoint or a PyTorch
 file of the whole model; default: the latest, or init.torch_checkpoint when it is a whole
 model, torch_backbone_only=False) and writes workdir/eval_results.json; --mode=visualize
 draws the attention maps of the same weights over the first eval images into
-workdir/visualizations/ (docs/VISUALIZE.md).
+workdir/visualizations/ (docs/VISUALIZE.md); --mode=preflight checks, in minutes on a CPU, the
+splits against the official figures, the weights and the input pipeline on ImageNet's classes,
+and times a few training steps to project the run's time (clan_jax/perf/preflight.py); a failed
+check ends with `error: preflight failed: ...` and exit status 1 (docs/TRAINING.md, Preflight).
 Invalid flags or config values, and missing dataset files, end with one message and exit
 status 2 before anything compiles.
 
@@ -19,6 +23,7 @@ TPU: detected) or with --coordinator_address, --num_processes and --process_id
 """
 
 import os
+import sys
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -30,8 +35,9 @@ from clan_jax.train import distributed
 config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', '', 'Directory for checkpoints, metrics and results.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'visualize'],
-                  'Train (and evaluate), only evaluate, or draw the attention maps.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'visualize', 'preflight'],
+                  'Train (and evaluate), only evaluate, draw the attention maps, or check the '
+                  'data, weights and step time before training.')
 flags.DEFINE_string('checkpoint', '', 'With --mode=eval or visualize. ' + cli.CHECKPOINT_HELP +
                     ' Default: latest (or a whole-model init.torch_checkpoint).')
 flags.DEFINE_bool('distributed', False,
@@ -47,7 +53,7 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  if FLAGS['checkpoint'].present and FLAGS.mode == 'train':
+  if FLAGS['checkpoint'].present and FLAGS.mode in ('train', 'preflight'):
     cli.fail('--checkpoint chooses what --mode=eval or --mode=visualize reads; training always '
              'resumes from the latest checkpoint of --workdir. Drop --checkpoint, or add '
              '--mode=eval.')
@@ -62,6 +68,7 @@ def main(argv: list[str]) -> int:
   distributed.initialize(launch)  # Before anything creates a JAX backend.
   # After validation: importing TensorFlow, JAX and clu takes seconds.
   from clan_jax.inference import run_modes
+  from clan_jax.perf import preflight
   from clan_jax.train import loop
 
   if not distributed.is_main_process():  # Process 0 reports progress; the others, problems.
@@ -69,6 +76,12 @@ def main(argv: list[str]) -> int:
   workdir = os.path.expanduser(FLAGS.workdir)  # The shell leaves the ~ of --workdir=~/x.
   if FLAGS.mode == 'train':
     loop.train_and_evaluate(config, workdir)
+  elif FLAGS.mode == 'preflight':
+    try:
+      preflight.run_preflight(config, workdir)
+    except preflight.PreflightError as e:  # A failed check (cli: exit status 1), not a usage error.
+      print(f'error: {e}', file=sys.stderr)
+      return 1
   elif FLAGS.mode == 'eval':
     run_modes.evaluate_run(config, workdir, FLAGS.checkpoint or None)
   else:

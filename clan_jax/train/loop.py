@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from clan_jax.base.errors import UserError
 from clan_jax.datasets import input_pipeline
-from clan_jax.train import checkpoints, sharding, steps
+from clan_jax.train import checkpoints, preflight, sharding, steps
 from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, report_results,
                                        run_evaluation)
 from clan_jax.train.setup import (Run, abstract_train_state, initial_training_variables,
@@ -122,6 +122,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint), evaluates the final state, and returns
   the contents of eval_results.json ({} if a signal stopped the run)."""
   run = setup_run(config, workdir, train=True)
+  preflight.log_short_form(run)  # The splits and weights, first in the log (docs/TRAINING.md).
   ckpt = checkpoints.TrainCheckpoints(os.path.join(run.workdir, 'checkpoints'),
                                       config.keep_checkpoints)
   latest = ckpt.latest_step()
