@@ -4,6 +4,8 @@ Every parameter and BN statistic is randomised (tests/helpers/torch_helpers.py).
 the algorithm (agreement ~1e-13); float32 checks are relative to the output's scale.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,9 +124,30 @@ def test_torch_to_flax_to_torch_is_exact_and_loads_strictly(resnet_config, torch
   fresh.load_state_dict(back, strict=True)
 
 
-def test_backbone_only_loads_the_backbone_and_initialises_the_classifier(resnet_config):
-  imagenet = randomize_(create_torch_model(resnet_config, 1000), 2)
-  state_dict = numpy_state_dict(imagenet)
+def test_backbone_only_loads_the_backbone_and_initialises_the_classifier(
+    resnet_config, tmp_path, torchvision_shapes):
+  """From an ImageNet file of each origin: torchvision's IMAGENET1K_V2 (resnet50-11ad3fa6.pth)
+  and timm's plain ResNets (model.safetensors on the Hugging Face hub) have V1's key names
+  (torchvision/models/resnet.py; timm/models/resnet.py), so they load through one path."""
+  from safetensors.torch import save_file
+
+  from clan_jax.convert import load_torch_checkpoint
+
+  imagenet = randomize_(create_torch_model(resnet_config, 1000), 2).state_dict()
+  assert {k: list(v.shape) for k, v in imagenet.items()} == torchvision_shapes['resnet18']
+  torch.save(imagenet, tmp_path / 'resnet18-v2.pth')
+  save_file(imagenet, str(tmp_path / 'model.safetensors'), metadata={'format': 'pt'})
+  # A model held as `self.model` (PyTorch Lightning) saves every key with 'model.'.
+  save_file({f'model.{k}': v for k, v in imagenet.items()},
+            str(tmp_path / 'lightning.safetensors'))
+  state_dict = {k: v.numpy() for k, v in imagenet.items()
+                if not k.endswith('num_batches_tracked')}
+  for name in ('resnet18-v2.pth', 'lightning.safetensors', 'model.safetensors'):
+    loaded_file = load_torch_checkpoint(tmp_path / name)
+    assert set(loaded_file) == set(state_dict), name
+    for key, array in state_dict.items():
+      np.testing.assert_array_equal(loaded_file[key], array, err_msg=f'{name}: {key}')
+  state_dict = loaded_file  # One conversion stands for the three (the same arrays).
   model = create_model(resnet_config, NUM_CLASSES)
   rng = jax.random.PRNGKey(3)
   variables = torch_to_flax(state_dict, model, image_size=IMAGE_SIZE, backbone_only=True,
@@ -216,3 +239,47 @@ def test_command_line_loads_an_imagenet_backbone_into_clan(tmp_path, resnet18_pt
   for key, array in expected.items():
     if not key.startswith('fc.'):
       np.testing.assert_array_equal(converted[key], array, err_msg=key)
+
+
+# Files in other layouts than torchvision's: named in the error.
+
+def _small_clan(resnet_config):
+  resnet_config.update(name='clan', clca_dim=16, head_dim=16)
+  return create_model(resnet_config, 5)
+
+
+def test_clan_r50_backbone_has_the_imagenet_r50_layout(resnet_config, torchvision_shapes):
+  """Shapes only: every ResNet-50 ImageNet file (V1, V2, timm's) fits CLAN-R50's backbone."""
+  from clan_jax.pytorch.conversion import abstract_variables, key_table
+
+  resnet_config.depth = 50
+  table = key_table(abstract_variables(_small_clan(resnet_config), IMAGE_SIZE))
+  backbone = {k: list(shape) for k, (_, _, shape) in table.items()
+              if k.split('.')[0] in ('conv1', 'bn1', 'layer1', 'layer2', 'layer3', 'layer4')}
+  imagenet = {k: v for k, v in torchvision_shapes['resnet50'].items()
+              if not k.startswith('fc.') and not k.endswith('num_batches_tracked')}
+  assert backbone == imagenet
+
+
+def _renamed(shapes, rename):
+  """A state_dict of zeros with torchvision's names and shapes, renamed."""
+  return {rename(k): np.zeros(shape, np.float32) for k, shape in shapes.items()}
+
+
+@pytest.mark.parametrize('rename, message', [
+    (lambda k: k.replace('conv1.weight', 'conv1.0.weight') if k == 'conv1.weight' else k,
+     re.escape('The file is a timm ResNet with a deep stem (resnet50d')),
+    (lambda k: 'resnet.embedder.' + k, 'The file is a Hugging Face transformers ResNet'),
+    (lambda k: 'backbone.' + k, re.escape(
+        "Every key of the file begins with 'backbone.': it holds the ResNet inside another "
+        "module; save that module's own state_dict (e.g. model.backbone.state_dict())")),
+    (lambda k: k.replace('.', '_'), 'No key of the file is a torchvision ResNet name '
+     r'\(conv1.weight, .*its first keys: conv1_weight, bn1_weight'),
+])
+def test_foreign_layouts_are_named(resnet_config, torchvision_shapes, rename, message):
+  model = _small_clan(resnet_config)
+  for backbone_only in (True, False):
+    with pytest.raises(CheckpointError, match=message) as error:
+      torch_to_flax(_renamed(torchvision_shapes['resnet18'], rename), model,
+                    image_size=IMAGE_SIZE, backbone_only=backbone_only)
+  assert ' more)' in str(error.value)  # Hundreds of keys: the first 20 of each kind.

@@ -37,11 +37,27 @@ def test_plain_state_dict(tmp_path):
     lambda sd: {'model': {'state_dict': sd}},
     lambda sd: {'module.' + k: v for k, v in sd.items()},
     lambda sd: {'state_dict': {'module.' + k: v for k, v in sd.items()}},
+    # A model held as `self.model` (PyTorch Lightning): 'model.' on every key.
+    lambda sd: {'state_dict': {'model.' + k: v for k, v in sd.items()}},
+    lambda sd: {'module.model.' + k: v for k, v in sd.items()},
 ])
 def test_wrappers_and_dataparallel_prefix_are_removed(tmp_path, wrap):
   state_dict = _state_dict()
   torch.save(wrap(state_dict), tmp_path / 'wrapped.pt')
   _assert_loaded(load_torch_checkpoint(tmp_path / 'wrapped.pt'), state_dict)
+
+
+@pytest.mark.parametrize('prefix', ['module.', 'model.', 'module.model.'])
+def test_safetensors_key_prefixes_are_removed(tmp_path, prefix):
+  state_dict = _state_dict()
+  save_file({prefix + k: v for k, v in state_dict.items()}, str(tmp_path / 'w.safetensors'))
+  _assert_loaded(load_torch_checkpoint(tmp_path / 'w.safetensors'), state_dict)
+
+
+def test_a_model_prefix_on_some_keys_only_is_kept(tmp_path):
+  state_dict = {'model.weight': torch.ones(2), 'head.weight': torch.zeros(2)}
+  save_file(state_dict, str(tmp_path / 'two.safetensors'))
+  assert set(load_torch_checkpoint(tmp_path / 'two.safetensors')) == set(state_dict)
 
 
 def test_bfloat16_pth_and_safetensors_are_upcast(tmp_path):

@@ -204,8 +204,8 @@ def test_best_without_an_evaluated_checkpoint_points_to_latest(tmp_path):
     (['--config.dataset.crop_size=100'], 'dataset.crop_size=100 is not a multiple of 32'),
     (['--config.batch_size=6', '--config.eval_batch_size=8'],
      'batch_size=6 is not divisible by the 4 devices'),
-    (['--config.dataset.name=cub', '--config.dataset.manual_dir=/nonexistent'],
-     'CUB_200_2011.tgz'),
+    (['--config.dataset.name=cub', '--config.dataset.manual_dir=/nonexistent',
+      '--config.init.from_scratch=True'], 'CUB_200_2011.tgz'),
 ])
 def test_config_and_data_errors_are_messages_before_compiling(env, tmp_path, flags, message):
   environment = {**env['env'], 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}

@@ -4,8 +4,10 @@ import types
 
 import pytest
 
-from clan_jax.config.validation import check_image_size, validate_config, validate_model_config
 from clan_jax.base.errors import ConfigError
+from clan_jax.config.validation import (check_image_size, validate_config, validate_model_config,
+                                        validate_training_start)
+from clan_jax.datasets import DATASET_NAMES
 from configs import default
 
 
@@ -154,3 +156,59 @@ def test_invalid_visualize_values_name_the_field(field, value, expected):
   with pytest.raises(ConfigError) as error:
     validate_visualize_config(visualize)
   assert expected in str(error.value)
+
+
+# Training's own rule (validate_training_start): ImageNet weights on real data.
+
+def _training_config(dataset='cub', depth=50, **init):
+  config = default.get_config()
+  config.dataset.update(name=dataset, root='images', tfds_name='oxford_flowers102')
+  config.model.depth = depth
+  config.init.update(init)
+  return config
+
+
+@pytest.mark.parametrize('dataset', sorted(set(DATASET_NAMES) - {'synthetic'}))
+def test_real_datasets_refuse_to_train_without_imagenet_weights(dataset):
+  config = _training_config(dataset)
+  validate_config(config)  # Evaluation, prediction and the other modes are not concerned.
+  with pytest.raises(ConfigError) as error:
+    validate_training_start(config)
+  message = str(error.value)
+  assert '\n' not in message
+  for expected in (f'dataset.name={dataset!r}',
+                   'https://download.pytorch.org/models/resnet50-0676ba61.pth',
+                   '--config.init.torch_checkpoint=PATH/resnet50-0676ba61.pth',
+                   '--config.init.from_scratch=True trains from random weights on purpose'):
+    assert expected in message
+
+
+@pytest.mark.parametrize('depth, file', [(18, 'resnet18-f37072fd.pth'),
+                                         (34, 'resnet34-b627a593.pth'),
+                                         (101, 'resnet101-63fe2227.pth'),
+                                         (152, 'resnet152-394f9c45.pth')])
+def test_the_message_names_the_v1_file_of_the_configured_depth(depth, file):
+  with pytest.raises(ConfigError, match=f'ResNet-{depth} .*/models/{file}.*=PATH/{file};'):
+    validate_training_start(_training_config(depth=depth))
+
+
+@pytest.mark.parametrize('dataset, init', [
+    ('cub', {'torch_checkpoint': 'resnet50-11ad3fa6.pth'}),  # V2, timm .safetensors: alike.
+    ('cars', {'checkpoint': 'converted/'}),
+    ('dogs', {'from_scratch': True}),
+    ('synthetic', {}),
+    ('synthetic', {'from_scratch': True}),
+])
+def test_weights_from_scratch_on_purpose_or_synthetic_data_may_train(dataset, init):
+  validate_training_start(_training_config(dataset, **init))
+
+
+@pytest.mark.parametrize('init, named', [
+    ({'torch_checkpoint': 'w.safetensors'}, "init.torch_checkpoint='w.safetensors'"),
+    ({'checkpoint': 'converted/'}, "init.checkpoint='converted/'"),
+])
+def test_from_scratch_with_weights_is_a_contradiction(init, named):
+  for dataset in ('cub', 'synthetic'):
+    with pytest.raises(ConfigError, match=f'init.from_scratch=True .*contradicts {named}; '
+                       'drop one of them'):
+      validate_training_start(_training_config(dataset, from_scratch=True, **init))

@@ -13,6 +13,13 @@ from clan_jax.models.fields import (ModelConfig, check_bool, check_choice, check
                                     check_positive_int, get_field)
 
 AIRCRAFT_LABELS = ('variant', 'family', 'manufacturer')
+# torchvision's ImageNet-1k V1 ResNet files by depth (ResNet{N}_Weights.IMAGENET1K_V1 in
+# torchvision/models/resnet.py, torchvision >= 0.13; read in a GitHub copy of pytorch/vision,
+# AidanGoldfarb/vision@18d67af). The recipes' expected accuracies assume these weights.
+IMAGENET_V1_FILES = {18: 'resnet18-f37072fd.pth', 34: 'resnet34-b627a593.pth',
+                     50: 'resnet50-0676ba61.pth', 101: 'resnet101-63fe2227.pth',
+                     152: 'resnet152-394f9c45.pth'}
+TORCHVISION_MODELS_URL = 'https://download.pytorch.org/models/'
 
 def validate_model_config(model: Any, prefix: str = 'model.') -> None:
   """Raises ConfigError naming the first invalid field of a model section."""
@@ -117,6 +124,39 @@ def validate_training_config(config: Any) -> None:
   check_bool(get_field(get('eval'), 'flip', 'eval.'), 'eval.flip')
   if get_field(init, 'torch_checkpoint', 'init.') and get_field(init, 'checkpoint', 'init.'):
     raise ConfigError('init.torch_checkpoint and init.checkpoint are both set; give one.')
+
+
+def imagenet_weights_url(depth: int) -> str:
+  """The official URL of torchvision's ImageNet-1k V1 ResNet of this depth."""
+  return TORCHVISION_MODELS_URL + IMAGENET_V1_FILES[depth]
+
+
+def validate_training_start(config: Any) -> None:
+  """The rule of a training run (not of evaluation): a real dataset starts from ImageNet
+  weights, or from random ones only on purpose (init.from_scratch=True, never with weights).
+
+  Call it after validate_config. Training from scratch on a few thousand fine-grained images
+  costs the GPU hours and reaches a fraction of the accuracy; the synthetic dataset is exempt.
+  """
+  init = get_field(config, 'init', '')
+  weights = [f'init.{field}={get_field(init, field, "init.")!r}'
+             for field in ('torch_checkpoint', 'checkpoint') if get_field(init, field, 'init.')]
+  if get_field(init, 'from_scratch', 'init.'):
+    if weights:
+      raise ConfigError(f'init.from_scratch=True (random initial weights) contradicts '
+                        f'{weights[0]}; drop one of them.')
+    return
+  dataset = get_field(get_field(config, 'dataset', ''), 'name', 'dataset.')
+  if weights or dataset == 'synthetic':
+    return
+  depth = get_field(get_field(config, 'model', ''), 'depth', 'model.')
+  file = IMAGENET_V1_FILES[depth]
+  raise ConfigError(
+      f"dataset.name={dataset!r} trains from ImageNet weights, but neither "
+      f"init.torch_checkpoint nor init.checkpoint is set: download torchvision's ImageNet-1k "
+      f'ResNet-{depth} ({imagenet_weights_url(depth)}) and pass '
+      f'--config.init.torch_checkpoint=PATH/{file}; --config.init.from_scratch=True trains '
+      'from random weights on purpose (far lower accuracy).')
 
 
 def validate_visualize_config(visualize: Any, prefix: str = 'visualize.') -> None:

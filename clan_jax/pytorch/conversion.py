@@ -11,6 +11,7 @@ Importing this module pulls in no torch, TensorFlow, TFDS, clu or ml_collections
 `.pth` files need torch, `.safetensors` files do not.
 """
 
+import functools
 import importlib
 import os
 import pickle
@@ -46,6 +47,22 @@ COLLECTIONS = ('params', 'batch_stats')
 BACKBONE_PREFIXES = ('conv1', 'bn1', 'layer1', 'layer2', 'layer3', 'layer4')
 # Torch wrappers around a state_dict, unwrapped in this order.
 STATE_DICT_WRAPPERS = ('state_dict', 'model_state_dict', 'model', 'module')
+# A key prefix of a model held as `self.model` (PyTorch Lightning, many training scripts):
+# removed when every key has it.
+WRAPPER_KEY_PREFIX = 'model.'
+# Layouts that are not torchvision's, recognised by a key, so that the error says what the
+# file is. timm's plain ResNets (resnet50.tv_in1k, resnet50.a1_in1k, ...) use torchvision's
+# names; its deep-stem variants (resnet50d, ...) do not (timm/models/resnet.py in
+# huggingface/pytorch-image-models: `self.conv1 = nn.Sequential(...)` for stem_type 'deep').
+FOREIGN_LAYOUTS = (
+    (re.compile(r'^conv1\.\d+\.'),
+     "a timm ResNet with a deep stem (resnet50d, resnet50c, ...: conv1.0, conv1.1, ...), another "
+     "architecture: use a plain ResNet's weights, e.g. timm's resnet50.tv_in1k or torchvision's"),
+    (re.compile(r'^(resnet\.)?embedder\.'),
+     'a Hugging Face transformers ResNet (resnet.embedder..., e.g. microsoft/resnet-50), whose '
+     "names differ: use torchvision's file, or timm's (e.g. timm/resnet50.tv_in1k)"),
+)
+MAX_KEYS_LISTED = 20  # Per kind of mismatch: a foreign file would list hundreds.
 # Globals that can run code: never allowed, even on request.
 FORBIDDEN_GLOBAL_MODULES = frozenset({
     'os', 'posix', 'nt', 'subprocess', 'sys', 'shutil', 'socket', 'builtins', '__builtin__',
@@ -119,8 +136,10 @@ def load_torch_checkpoint(path: str | os.PathLike,
   through `torch.load(weights_only=True)`, which refuses pickles that would run code.
   A benign global that it refuses (e.g. 'argparse.Namespace' in a training
   checkpoint) is named in the error; pass it in `allowed_globals` if you trust the file.
-  Wrappers ({'state_dict': ...}, {'model': ...}) and DataParallel's 'module.' prefix
-  are removed; `num_batches_tracked` counters are dropped.
+  Wrappers ({'state_dict': ...}, {'model': ...}), DataParallel's 'module.' prefix and a
+  'model.' prefix on every key are removed; `num_batches_tracked` counters are dropped.
+  torchvision's ImageNet files (IMAGENET1K_V1 and V2) and timm's plain ResNets (.safetensors
+  from the Hugging Face hub) share one key layout and load alike.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -165,8 +184,8 @@ def _import_torch():
   except ImportError as e:
     raise UserError(
         'reading a .pth checkpoint needs PyTorch: in the clan-jax folder, pip install -c '
-        'constraints.txt -e ".[torch]" (the README shows a CPU-only torch), or convert the file '
-        'to .safetensors.') from e
+        'constraints.txt -e ".[torch]" (the README shows a CPU-only torch), or use a '
+        '.safetensors file (docs/TROUBLESHOOTING.md: ImageNet weights without torch).') from e
   return torch
 
 
@@ -257,7 +276,11 @@ def tensor_to_numpy(value, dtype=None) -> np.ndarray:
 
 
 def _strip_module_prefix(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in arrays.items()}
+  """DataParallel's 'module.' (per key, as before), then a 'model.' that every key has."""
+  arrays = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in arrays.items()}
+  while arrays and all(k.startswith(WRAPPER_KEY_PREFIX) for k in arrays):
+    arrays = {k[len(WRAPPER_KEY_PREFIX):]: v for k, v in arrays.items()}
+  return arrays
 
 
 # ------------------------------------------------------------------------- converting
@@ -276,14 +299,17 @@ def torch_to_flax(state_dict: Mapping[str, Any], model: nn.Module, *, image_size
       {k: tensor_to_numpy(v) for k, v in state_dict.items()}).items()
             if not k.endswith('num_batches_tracked')}
   table = key_table(abstract_variables(model, image_size))
+  file_keys = list(arrays)
   if backbone_only:
     table = {k: v for k, v in table.items() if _is_backbone_key(k)}
     arrays = {k: v for k, v in arrays.items() if _is_backbone_key(k)}
-  _check_keys(arrays, table, model, backbone_only)
+  _check_keys(arrays, table, model, backbone_only, file_keys)
   if backbone_only:
     init_rng = jax.random.PRNGKey(0) if rng is None else rng
     images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    variables = jax.tree.map(np.asarray, model.init(init_rng, images, train=False))
+    # Compiled once: run op by op, a ResNet-18's init took 39 s on a loaded 2-core CPU.
+    init = jax.jit(functools.partial(model.init, train=False))
+    variables = jax.tree.map(np.asarray, init(init_rng, images))
     flat = {c: traverse_util.flatten_dict(dict(variables.get(c, {}))) for c in COLLECTIONS}
   else:
     flat = {c: {} for c in COLLECTIONS}
@@ -298,7 +324,7 @@ def _is_backbone_key(key: str) -> bool:
 
 
 def _check_keys(arrays: Mapping[str, np.ndarray], table: Mapping[str, tuple], model: nn.Module,
-                backbone_only: bool) -> None:
+                backbone_only: bool, file_keys: Optional[list[str]] = None) -> None:
   missing = sorted(set(table) - set(arrays))
   unexpected = sorted(set(arrays) - set(table))
   wrong = sorted(f'{k}: checkpoint {tuple(arrays[k].shape)}, model {table[k][2]}'
@@ -309,12 +335,33 @@ def _check_keys(arrays: Mapping[str, np.ndarray], table: Mapping[str, tuple], mo
   for title, keys in (('missing', missing), ('unexpected', unexpected),
                       ('wrong shape', wrong)):
     if keys:
-      lines.append(f'  {len(keys)} {title}: ' + ', '.join(keys))
+      more = (f' (and {len(keys) - MAX_KEYS_LISTED} more)'
+              if len(keys) > MAX_KEYS_LISTED else '')
+      lines.append(f'  {len(keys)} {title}: ' + ', '.join(keys[:MAX_KEYS_LISTED]) + more)
+  hint = _layout_hint(list(arrays) if file_keys is None else file_keys, table)
+  if hint:
+    lines.append(f'  {hint}')
   if not backbone_only and any(k.startswith('fc.') for k in unexpected + wrong):
     lines.append('  To load an ImageNet backbone into a model with another number of classes '
                  'or heads, use backbone_only=True (clan_jax.convert: --backbone_only; '
                  'training: --config.init.torch_backbone_only=True).')
   raise CheckpointError('\n'.join(lines))
+
+
+def _layout_hint(file_keys: list[str], table: Mapping[str, tuple]) -> str:
+  """What the file is when its names are not torchvision's ('' when they are)."""
+  for pattern, description in FOREIGN_LAYOUTS:
+    if any(pattern.match(key) for key in file_keys):
+      return f'The file is {description}.'
+  if not file_keys or set(file_keys) & set(table):
+    return ''
+  first = file_keys[0].split('.')[0] + '.'
+  if all(k.startswith(first) for k in file_keys) and any(
+      k[len(first):] in table for k in file_keys):
+    return (f"Every key of the file begins with '{first}': it holds the ResNet inside another "
+            f"module; save that module's own state_dict (e.g. model.{first[:-1]}.state_dict()).")
+  return ('No key of the file is a torchvision ResNet name (conv1.weight, layer1.0.conv1.weight, '
+          f'..., fc.weight); its first keys: {", ".join(file_keys[:5])}.')
 
 
 def _describe(model: nn.Module) -> str:

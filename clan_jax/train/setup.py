@@ -3,10 +3,15 @@ needed), the model, the optimizer, the initial or restored train state, the run'
 Everything that can fail because of the user's input fails here (docs/TRAINING.md)."""
 
 import dataclasses
+import datetime
 import functools
+import importlib.metadata
 import json
 import logging
 import os
+import platform
+import subprocess
+import sys
 import time
 from typing import Any, Optional
 
@@ -108,6 +113,9 @@ def initial_training_variables(run: Run) -> dict:
     logging.info('initialising from %s', init.checkpoint)
     variables = checkpoints.load_variables_checkpoint_like(
         init.checkpoint, variables, f'init.checkpoint={init.checkpoint}')
+  else:  # validate_training_start allowed it: init.from_scratch=True, or synthetic data.
+    logging.info('initialising from random weights (seed %d), no ImageNet backbone',
+                 run.config.seed)
   return variables
 
 
@@ -134,7 +142,8 @@ def abstract_train_state(run: Run) -> TrainState:
 
 
 def write_run_files(run: Run) -> None:
-  """config.json (the resolved config) and classes.json; an older differing config is kept."""
+  """config.json (the resolved config) and classes.json; an older differing config is kept.
+  A training run (train_data set) also adds its start to run_info.json."""
   if not run.is_main_process:
     return
   os.makedirs(run.workdir, exist_ok=True)
@@ -151,3 +160,72 @@ def write_run_files(run: Run) -> None:
   write_json(resolved, config_path)
   write_json({'classes': run.class_names}, os.path.join(run.workdir,
                                                                        'classes.json'))
+  if run.train_data is not None:
+    _add_run_start(os.path.join(run.workdir, RUN_INFO_FILE))
+
+
+# run_info.json: what each start of a training run ran, where and how.
+RUN_INFO_FILE = 'run_info.json'
+CODE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Distributions whose versions a run records (torch only when already imported).
+RECORDED_PACKAGES = ('clan-jax', 'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint',
+                     'tensorflow', 'tensorflow-cpu', 'tensorflow-datasets', 'clu', 'numpy',
+                     'ml-collections')
+
+
+def _add_run_start(path: str) -> None:
+  """Appends this start to run_info.json's list, so a resumed run keeps every earlier start
+  (an unreadable file is set aside, not lost)."""
+  starts = []
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        starts = list(json.load(f)['starts'])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      kept = f'{path}.{int(time.time())}.unreadable'
+      os.replace(path, kept)
+      logging.warning('%s cannot be read (%s); it is kept as %s', path, e, kept)
+  write_json({'starts': starts + [run_start_record()]}, path)
+
+
+def run_start_record() -> dict:
+  """This process's start: date, command line, code, package versions, devices, processes."""
+  devices = jax.devices()
+  return {
+      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'command': list(sys.argv),
+      'code': _git_state(CODE_ROOT),
+      'versions': _package_versions(),
+      'devices': {'platform': devices[0].platform, 'kind': devices[0].device_kind,
+                  'count': len(devices), 'local_count': jax.local_device_count()},
+      'processes': {'count': jax.process_count(), 'index': jax.process_index()},
+  }
+
+
+def _package_versions() -> dict[str, str]:
+  versions = {'python': platform.python_version()}
+  for name in RECORDED_PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      pass  # Not installed (e.g. tensorflow when tensorflow-cpu is).
+  torch = sys.modules.get('torch')  # Importing torch here would cost seconds and memory.
+  if torch is not None:
+    versions['torch'] = str(getattr(torch, '__version__', 'unknown'))
+  return versions
+
+
+def _git_state(root: str) -> Optional[dict]:
+  """{'commit', 'dirty'} of the checkout whose top folder is `root`; None without one (an
+  installed package, no git). Untracked files (a workdir inside the checkout) are not dirt."""
+  def git(*args: str) -> str:
+    return subprocess.run(['git', '-C', root, *args], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.strip()
+
+  try:
+    if os.path.realpath(git('rev-parse', '--show-toplevel')) != os.path.realpath(root):
+      return None  # The package lies inside some other repository (e.g. a venv in one).
+    return {'commit': git('rev-parse', 'HEAD'),
+            'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
+  except (OSError, subprocess.SubprocessError):
+    return None
