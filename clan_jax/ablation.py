@@ -28,6 +28,7 @@ from ml_collections import config_flags
 from clan_jax.base import cli
 from clan_jax.base.errors import UserError
 from clan_jax.config.config_flag import load_config_flag
+from clan_jax.config.validation import validate_training_start
 from clan_jax.experiments.ablation_runs import (DEFAULT_VARIANTS, SEED_FIELDS, VARIANTS,
                                                 RunFailed, dataset_description, execute,
                                                 parse_seeds, parse_variants, plan_runs,
@@ -39,6 +40,7 @@ def main(argv: list[str]) -> int:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   FLAGS = flags.FLAGS
   config = load_config_flag(FLAGS.config)  # A misspelled key fails here, not in run 1.
+  validate_training_start(config)  # So does training a real dataset without weights.
   if not FLAGS.workdir:
     raise UserError('--workdir is required: the folder for the runs and the table.')
   seeds, variants = parse_seeds(FLAGS.seeds), parse_variants(FLAGS.variants)

@@ -30,6 +30,7 @@ from ml_collections import config_flags
 
 from clan_jax.base import cli
 from clan_jax.config.config_flag import load_config_flag
+from clan_jax.config.validation import validate_training_start
 from clan_jax.train import distributed
 
 config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
@@ -60,6 +61,8 @@ def main(argv: list[str]) -> int:
   launch = distributed.launch_from_flags(FLAGS.distributed, FLAGS.coordinator_address,
                                          FLAGS.num_processes, FLAGS.process_id)
   config = load_config_flag(FLAGS.config)
+  if FLAGS.mode == 'train':  # Training's own rule: ImageNet weights on real data.
+    validate_training_start(config)
   # Before TensorFlow and JAX load: one line in a fraction of a second (train.setup_run
   # checks it again for library callers).
   if not FLAGS.workdir:

@@ -41,3 +41,22 @@ def test_a_workdir_that_is_a_file_is_a_message(tmp_path):
                    check_returncode=2)
   assert 'error: --workdir' in result.stderr and 'is a file, not a folder' in result.stderr
   assert 'Traceback' not in result.stderr and a_file.read_text() == 'keep me'
+
+
+def test_training_a_real_dataset_without_imagenet_weights_is_refused(tmp_path):
+  result = run_cli('main.py', '--config=configs/cub.py', f'--workdir={tmp_path}',
+                   check_returncode=2)
+  assert result.stderr.startswith("error: dataset.name='cub' trains from ImageNet weights")
+  assert len(result.stderr.strip().splitlines()) == 1  # Before TensorFlow's start-up logs.
+  for expected in ('https://download.pytorch.org/models/resnet50-0676ba61.pth',
+                   '--config.init.torch_checkpoint=PATH/resnet50-0676ba61.pth',
+                   '--config.init.from_scratch=True'):
+    assert expected in result.stderr
+  assert not any(tmp_path.iterdir())
+
+
+def test_evaluation_is_not_concerned_by_the_weights_rule():
+  # The rule comes before the --workdir check: its absence shows eval passed it.
+  for mode in ('eval', 'visualize'):
+    result = run_cli('main.py', '--config=configs/cub.py', f'--mode={mode}', check_returncode=2)
+    assert result.stderr.startswith('error: --workdir is required'), result.stderr

@@ -10,6 +10,7 @@ import types
 import jax
 import pytest
 
+from clan_jax.base.errors import ConfigError
 from clan_jax.train import setup
 from configs import default
 
@@ -91,3 +92,10 @@ def test_an_unreadable_run_info_is_set_aside(tmp_path):
   assert len(_starts(tmp_path)) == 1
   [kept] = tmp_path.glob('run_info.json.*.unreadable')
   assert kept.read_text() == '{"starts": ['
+
+
+def test_setup_run_refuses_to_train_a_real_dataset_without_weights(tmp_path):
+  config = default.get_config()  # CUB, no init weights; its data is absent, never read.
+  with pytest.raises(ConfigError, match='trains from ImageNet weights'):
+    setup.setup_run(config, str(tmp_path / 'run'), train=True)
+  assert not (tmp_path / 'run').exists()

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from clan_jax.base.errors import ConfigError
 from clan_jax.base.files import write_json
-from clan_jax.config.validation import validate_config
+from clan_jax.config.validation import validate_config, validate_training_start
 from clan_jax.datasets import input_pipeline
 from clan_jax.models import create_model
 from clan_jax.pytorch.conversion import load_torch_checkpoint, torch_to_flax
@@ -58,6 +58,8 @@ class Run:
 def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
   """Validates the config, loads (building if needed) the data, builds the model."""
   validate_config(config)
+  if train:
+    validate_training_start(config)
   if not workdir:
     raise ConfigError('--workdir is required: the folder for checkpoints, metrics and results.')
   # Before the data loads, a bad folder fails at once. Process 0 alone writes the run's files
