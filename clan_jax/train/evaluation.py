@@ -10,19 +10,21 @@ depend on the batch size, the device count or the padding of the last batch.
      "protocol": {"split", "checkpoint", "step", "crop", "image_size", "fusion", "dtype",
                   ["selected_on", "selection_split"], ["best_checkpoint"]}}
 Accuracies are fractions in [0, 1]; per_class_top1 holds null for a class absent from
-the split. No timings: throughput goes to the metrics. The protocol:
-    split          the split evaluated (dataset.eval_split)
-    checkpoint     'final' (a training run's end), 'latest' or 'best' (a run's checkpoint),
-                   'torch' or 'variables' (a file); step: its training step (0 for a file)
-    crop           'center' (one central crop) or 'center+flip' (eval.flip: the logits of
-                   the crop and of its mirror averaged, per head and fused)
-    image_size     the crop's side; fusion: model.fusion ('none' for the plain ResNet)
-    dtype          the compute dtype model.dtype resolved to ('auto': bfloat16 on a GPU/TPU)
-    selected_on    for checkpoint 'best': '<split> split top-1', read from the checkpoint;
-    selection_split  'validation' (a split apart from the eval split: dataset.val_split) or
-                   'eval' (the eval split itself, as the peers choose theirs: optimistic)
-    best_checkpoint  in a training run's results: {"selected_on", "selection_split"} of
-                   the run's best checkpoint (the results themselves are the checkpoint's)
+the split. No timings: throughput goes to the metrics. The protocol (docs/TRAINING.md):
+    split, image_size   the split evaluated (dataset.eval_split); the crop's side
+    checkpoint, step    'final' (a training run's end), 'latest' or 'best' (a run's
+                        checkpoint), 'torch' or 'variables' (a file, step 0)
+    crop                'center', or 'center+flip' (eval.flip: the logits of the crop and of
+                        its mirror averaged, per head and fused)
+    fusion              model.fusion ('none' for the plain ResNet)
+    dtype               the compute dtype model.dtype resolved to ('auto': bfloat16 on a
+                        GPU or TPU, float32 on a CPU)
+    selected_on         checkpoint 'best' only: '<split> split top-1', and selection_split:
+                        'validation' (dataset.val_split, apart from the eval split) or 'eval'
+                        (the eval split itself, as the peers choose: optimistic), as the
+                        training recorded them in the checkpoint's meta
+    best_checkpoint     a training run's results only: {"selected_on", "selection_split"} of
+                        the run's best checkpoint (the results are the evaluated checkpoint's)
 """
 
 import os
