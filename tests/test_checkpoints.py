@@ -110,3 +110,21 @@ def test_a_variables_checkpoint_is_read_like_the_model_or_every_mismatch_is_name
                      r"missing from the checkpoint: \['params'\]\['fc'\]\['bias'\]\n  "
                      r"\['params'\]\['fc'\]\['kernel'\]: checkpoint \(4, 3\), model \(5, 3\)"):
     load_variables_checkpoint_like(path, wider, 'init.checkpoint=x')
+
+
+def test_the_best_is_ranked_on_the_metric_given_and_its_meta_is_read_back(tmp_path):
+  from clan_jax.train.checkpoints import TrainCheckpoints, load_run_variables, read_run_meta
+
+  saved = TrainCheckpoints(tmp_path / 'checkpoints', keep_last=1)
+  state = {'params': {'w': np.zeros(2, np.float32)}, 'batch_stats': {}}
+  # The selection metric (a validation split's top-1) disagrees with the eval split's.
+  for step, val_top1, eval_top1 in ((2, 0.9, 0.1), (4, 0.2, 0.8), (6, 0.5, 0.7)):
+    meta = {'step': step, 'eval': {'split': 'test', 'top1': eval_top1},
+            'val': {'split': 'val', 'top1': val_top1}}
+    saved.save(step, state, meta, metrics={'top1': val_top1})
+  saved.wait()
+  saved.close()
+  target = lambda: {'params': {'w': jax.ShapeDtypeStruct((2,), np.float32)}, 'batch_stats': {}}
+  _, best = load_run_variables(tmp_path / 'checkpoints', 'best', target)
+  assert best == 2
+  assert read_run_meta(tmp_path / 'checkpoints', best)['val'] == {'split': 'val', 'top1': 0.9}

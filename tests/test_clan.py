@@ -43,7 +43,7 @@ SWITCHES = {
 def small_config(**overrides):
   """CLAN-R18 with narrow CLCA and heads, so that each case runs in seconds."""
   config = default.get_model_config()
-  config.update({'depth': 18, 'clca_dim': 32, 'head_dim': 16, **overrides})
+  config.update({'depth': 18, 'clca_dim': 32, 'head_dim': 16, 'dtype': 'float32', **overrides})
   return config
 
 

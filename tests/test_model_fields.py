@@ -124,3 +124,25 @@ def test_models_package_loads_its_heavy_names_on_first_access():
   assert callable(clan_jax.models.create_model)
   with pytest.raises(AttributeError, match='no attribute'):
     clan_jax.models.no_such_name  # noqa: B018
+
+
+def test_auto_dtype_follows_the_platform_and_explicit_dtypes_stay():
+  from clan_jax.models.factory import resolve_dtype
+
+  assert ModelConfig().dtype == 'auto'
+  assert [resolve_dtype('auto', backend) for backend in ('cpu', 'gpu', 'tpu')] == [
+      'float32', 'bfloat16', 'bfloat16']
+  for backend in ('cpu', 'gpu'):
+    assert resolve_dtype('float32', backend) == 'float32'
+    assert resolve_dtype('bfloat16', backend) == 'bfloat16'
+
+
+def test_create_model_resolves_auto_on_the_present_platform():
+  import jax
+  import jax.numpy as jnp
+
+  from clan_jax.models import create_model
+
+  expected = None if jax.default_backend() == 'cpu' else jnp.bfloat16  # float32: None.
+  assert create_model(ModelConfig(depth=18), 3).dtype == expected
+  assert create_model(ModelConfig(depth=18, dtype='float32'), 3).dtype is None

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from clan_jax.train.checkpoints import read_run_meta
 from helpers.commands import REPO_ROOT, cli_environment
 
 CONFIG = '''
@@ -25,6 +26,9 @@ def get_config():
   config.model.update(depth=18, clca_dim=16, head_dim=16)
   config.dataset.update(name='synthetic', data_dir={data_dir!r}, resize_size=40, crop_size=32,
                         cache=True)
+  # Stands for a validation split (the synthetic dataset has none): the best checkpoint is
+  # chosen on its top-1, not on the eval split's.
+  config.dataset.val_split = 'train'
   config.dataset.synthetic.update(num_classes=4, image_size=48, train_per_class=8,
                                   test_per_class=3)
   config.update(batch_size=8, num_train_steps=12, log_every_steps=4, eval_every_steps=8,
@@ -55,6 +59,9 @@ def run(env, workdir, *flags, returncode=0):
   assert result.returncode == returncode, (
       f'exit {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}')
   return result
+
+
+CHOSEN_ON_VAL = {'selected_on': 'train split top-1', 'selection_split': 'validation'}
 
 
 def read_json(path):
@@ -93,8 +100,9 @@ def test_end_to_end_run_writes_results_config_classes_and_checkpoints(uninterrup
     assert 0 <= metrics['top1'] <= metrics['top5'] <= 1 and np.isfinite(metrics['loss'])
   assert len(results['per_class_top1']) == 4
   assert all(v is None or 0 <= v <= 1 for v in results['per_class_top1'])
-  assert results['protocol'] == {'split': 'test', 'crop': 'center', 'image_size': 32,
-                                 'fusion': 'sum', 'checkpoint': 'final', 'step': 12}
+  assert results['protocol'] == {
+      'split': 'test', 'checkpoint': 'final', 'step': 12, 'crop': 'center', 'image_size': 32,
+      'fusion': 'sum', 'dtype': 'float32', 'best_checkpoint': CHOSEN_ON_VAL}
   assert read_json(workdir / 'config.json')['batch_size'] == 8
   assert len(read_json(workdir / 'classes.json')['classes']) == 4
   # Last 2 (8, 12) plus the best evaluated one; 4 was dropped.
@@ -102,6 +110,8 @@ def test_end_to_end_run_writes_results_config_classes_and_checkpoints(uninterrup
   assert steps[-2:] == [8, 12] and 4 not in steps
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
   assert 'test top-1 (fused: sum)' in result.stdout and 'ETA' in result.stderr
+  assert ('compute dtype float32, from step 0; best checkpoint chosen on the train split top-1 '
+          '(validation)') in result.stderr
 
 
 def test_sigkill_then_resume_is_bit_identical(env, uninterrupted):
@@ -171,10 +181,15 @@ def test_eval_mode_of_latest_and_best_checkpoints(env, uninterrupted):
   results = read_json(reference_dir / 'eval_results.json')
   assert results['protocol']['checkpoint'] == 'latest' and results['protocol']['step'] == 12
   assert 'top-1' in latest.stdout
-  run(env, reference_dir, '--mode=eval', '--checkpoint=best')
-  best = read_json(reference_dir / 'eval_results.json')
-  assert best['protocol']['checkpoint'] == 'best' and best['protocol']['step'] in (8, 12)
-  assert best['protocol']['selected_on'] == 'test split top-1'
+  run(env, reference_dir, '--mode=eval', '--checkpoint=best', '--config.eval.flip=True')
+  best = read_json(reference_dir / 'eval_results.json')['protocol']
+  assert best['checkpoint'] == 'best' and best['step'] in (8, 12)
+  assert best['crop'] == 'center+flip'
+  # What the training recorded: chosen on the validation split, the highest of its top-1s.
+  assert {k: best[k] for k in CHOSEN_ON_VAL} == CHOSEN_ON_VAL
+  metas = {step: read_run_meta(reference_dir / 'checkpoints', step) for step in (8, 12)}
+  assert all(meta['val']['split'] == 'train' for meta in metas.values())
+  assert metas[best['step']]['val']['top1'] == max(m['val']['top1'] for m in metas.values())
 
 
 def test_eval_without_a_checkpoint_is_one_message_without_traceback(env, tmp_path):

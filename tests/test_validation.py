@@ -38,7 +38,7 @@ def test_model_section_has_every_spec_field():
     ('name', 'vit', "model.name='vit' is invalid; allowed values: 'clan', 'resnet'"),
     ('depth', 77, 'model.depth=77 is invalid; allowed values: 18, 34, 50, 101, 152'),
     ('depth', True, 'model.depth=True is invalid'),
-    ('dtype', 'float16', "allowed values: 'float32', 'bfloat16'"),
+    ('dtype', 'float16', "allowed values: 'auto', 'float32', 'bfloat16'"),
     ('clca_kind', 'nonlocal', "allowed values: 'cross_attention', 'global_context'"),
     ('fusion', 'max', "model.fusion='max' is invalid; allowed values: 'sum', 'top', 'concat'"),
     ('mid_stages', (3, 2), 'model.mid_stages=(3, 2) is invalid; it must be a non-empty, sorted'),

@@ -11,9 +11,9 @@ from clan_jax.base.errors import UserError
 from clan_jax.config.validation import validate_config
 from clan_jax.inference.model_source import (LoadedVariables, evaluation_choice,
                                              load_inference_variables)
-from clan_jax.train import sharding
-from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, report_results,
-                                       run_evaluation)
+from clan_jax.train import checkpoints, sharding
+from clan_jax.train.evaluation import (checkpoint_selection, compile_eval_step, eval_scalars,
+                                       report_results, run_evaluation)
 from clan_jax.train.setup import Run, setup_run, write_run_files
 from clan_jax.viz.attention import AttentionFigures, missing_attention_maps
 
@@ -29,13 +29,18 @@ def run_variables(run: Run, checkpoint: Optional[str]) -> LoadedVariables:
 
 def evaluate_run(config: Any, workdir: str, checkpoint: Optional[str] = None) -> dict:
   """Evaluates what --checkpoint names (default: the workdir's latest checkpoint) and writes
-  workdir/eval_results.json; returns its contents."""
+  workdir/eval_results.json; returns its contents. For the best checkpoint, the protocol's
+  selected_on is what its training recorded (a validation split, or the eval split)."""
   run = setup_run(config, workdir, train=False)
   loaded = run_variables(run, checkpoint)
+  selected = None
+  if loaded.source == 'best':
+    meta = checkpoints.read_run_meta(os.path.join(run.workdir, 'checkpoints'), loaded.step)
+    selected = checkpoint_selection(meta, config.dataset.eval_split)
   eval_fn = compile_eval_step(run)
   write_run_files(run)
   writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_main_process)
-  results = run_evaluation(run, eval_fn, loaded.variables, loaded.source, loaded.step)
+  results = run_evaluation(run, eval_fn, loaded.variables, loaded.source, loaded.step, selected)
   writer.write_scalars(loaded.step, eval_scalars(results))
   report_results(run, results)
   writer.flush()

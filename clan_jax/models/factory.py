@@ -1,9 +1,10 @@
 """create_model: the linen Module a config's `model` section describes."""
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from clan_jax.base.errors import ConfigError
@@ -14,6 +15,18 @@ from clan_jax.models.resnet import ResNetClassifier
 # 'float32' maps to None: the compute dtype follows the inputs and parameters, so that
 # float64 parity checks (jax.enable_x64) run entirely in float64.
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+# Where model.dtype='auto' computes in bfloat16: platforms whose matrix units run it natively
+# (GPU tensor cores, the TPU's MXU). A CPU emulates bfloat16 products: float32 is kept there.
+BFLOAT16_BACKENDS = ('gpu', 'cuda', 'rocm', 'tpu')
+
+
+def resolve_dtype(dtype: str, backend: Optional[str] = None) -> str:
+  """The compute dtype model.dtype names: 'auto' is 'bfloat16' on a GPU or TPU (`backend`,
+  default JAX's default backend), else 'float32'; 'float32' and 'bfloat16' are themselves."""
+  if dtype != 'auto':
+    return dtype
+  backend = backend or jax.default_backend()
+  return 'bfloat16' if backend in BFLOAT16_BACKENDS else 'float32'
 
 
 def create_model(model_config: Any, num_classes: int) -> nn.Module:
@@ -28,13 +41,14 @@ def create_model(model_config: Any, num_classes: int) -> nn.Module:
     A linen Module. `module.apply(variables, images, train=False, return_attention=False)`
     takes NHWC float32 ImageNet-normalised images and returns a dict: 'logits' (B, K),
     and for CLAN 'heads', 'clsa' (if use_clsa) and 'clca' (if use_clca and
-    return_attention); see docs/MODEL.md.
+    return_attention); see docs/MODEL.md. model.dtype='auto' is resolved here, on the
+    platform JAX computes on (resolve_dtype).
   """
   config = ModelConfig.from_section(model_config)
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
     raise ConfigError(f'num_classes={num_classes!r} is invalid; it must be a positive integer.')
   module = ResNetClassifier if config.name == 'resnet' else CLAN
-  values = {**dataclasses.asdict(config), 'dtype': COMPUTE_DTYPES[config.dtype]}
+  values = {**dataclasses.asdict(config), 'dtype': COMPUTE_DTYPES[resolve_dtype(config.dtype)]}
   # Every field the module declares passes through by name; `name` chose the class (and
   # is linen's own scope name), fields a module lacks (head_loss_weights) are not its own.
   taken = {field.name for field in dataclasses.fields(module)} - {'name', 'parent'}

@@ -14,7 +14,7 @@ MODEL_NAMES = ('clan', 'resnet')
 DEPTHS = (18, 34, 50, 101, 152)
 CLCA_KINDS = ('cross_attention', 'global_context')
 FUSIONS = ('sum', 'top', 'concat')
-DTYPES = ('float32', 'bfloat16')
+DTYPES = ('auto', 'float32', 'bfloat16')
 HEAD_LOSS_KEYS = ('top', 'mid', 'concat')
 MID_STAGE_CHOICES = (1, 2, 3)
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
@@ -53,8 +53,9 @@ class ModelConfig:
   head_loss_weights: dict = _field(
       {'top': 1.0, 'mid': 1.0, 'concat': 1.0},
       "Loss weight of the 'top' head, of each 'mid' head and of the 'concat' head.")
-  dtype: str = _field('float32', "Compute dtype: 'float32' or 'bfloat16' (mixed precision).",
-                      DTYPES)
+  dtype: str = _field(
+      'auto', "Compute dtype: 'auto' (bfloat16 on a GPU or TPU, float32 on a CPU; resolved "
+      "where the model is created), 'float32' or 'bfloat16' (mixed precision).", DTYPES)
   # Speed and memory only (the same parameters and function; BENCHMARKS.md):
   conv1x1_as_matmul: bool = _field(True, '1x1 convolutions as matrix products.')
   attention_impl: str = _field(

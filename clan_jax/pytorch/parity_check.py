@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from clan_jax.models.fields import check_image_size
+from clan_jax.models.fields import ModelConfig, check_image_size
 from clan_jax.datasets.preprocess import load_and_preprocess
 from clan_jax.models import create_model
 from clan_jax.pytorch.conversion import tensor_to_numpy, torch_to_flax
@@ -99,7 +99,10 @@ def run_parity(arrays: Mapping[str, np.ndarray], model_config: Any, num_classes:
   """Converts `arrays` for both frameworks, runs both and compares every output."""
   from clan_jax.pytorch.twin import create_torch_model, load_arrays  # Late: imports torch.
 
-  model = create_model(model_config, num_classes)
+  fields = ModelConfig.from_section(model_config)
+  if fields.dtype == 'auto':  # The twin computes in float32: compare like with like.
+    fields = dataclasses.replace(fields, dtype='float32')
+  model = create_model(fields, num_classes)
   variables = torch_to_flax(arrays, model, image_size=images.shape[1])
   twin = load_arrays(create_torch_model(model_config, num_classes), arrays)
   return compare(twin_outputs(twin, images), flax_outputs(model, variables, images))

@@ -77,8 +77,10 @@ def load_variables_checkpoint_like(directory: str | os.PathLike, expected: Any,
 class TrainCheckpoints:
   """Train-state checkpoints in <workdir>/checkpoints/<step>/: the last N plus the best.
 
-  Each checkpoint holds the train state and a JSON `meta` item (step, and for checkpoints
-  taken at an evaluation the eval metrics, labelled with the split they were measured on).
+  Each checkpoint holds the train state and a JSON `meta` item: 'step', and for checkpoints
+  taken at an evaluation 'eval' (and 'val', with a validation split): {'split', 'top1'}, and
+  'selection' ({'selected_on', 'selection_split'}: what the best is ranked on, the
+  validation split's top-1 when there is one; clan_jax/train/evaluation.py).
   Saves are atomic (Orbax renames a finished temporary directory), so a run killed at any
   moment leaves the previous checkpoints intact, and synchronous: a save that fails (a full
   disk, lost permissions) raises CheckpointError at once and the run stops, where Orbax's
@@ -225,6 +227,12 @@ class TrainCheckpointReader:
     return dict(self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=restore_args, partial_restore=True)))['state'])
 
+  def meta(self, step: int) -> dict:
+    """The JSON meta saved with the checkpoint at `step` (TrainCheckpoints' docstring)."""
+    ocp = self._ocp
+    return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                ['meta'])
+
   def close(self) -> None:
     self.manager.close()
 
@@ -243,6 +251,15 @@ def load_run_variables(directory: str | os.PathLike, which: str, target: Callabl
           f'no {"evaluated " if which == "best" else ""}checkpoint in {reader.directory}; train '
           'first' + (', or use --checkpoint=latest.' if which == 'best' else f'{alternative}.'))
     return reader.variables_at(step, target()), step
+  finally:
+    reader.close()
+
+
+def read_run_meta(directory: str | os.PathLike, step: int) -> dict:
+  """The meta of a run's checkpoint at `step`, read without changing the directory."""
+  reader = TrainCheckpointReader(directory)
+  try:
+    return reader.meta(step)
   finally:
     reader.close()
 

@@ -7,13 +7,28 @@ depend on the batch size, the device count or the padding of the last batch.
 `eval_results.json` (written by report_results):
     {"fused": {"top1", "top5", "loss"}, "heads": {name: {"top1", "top5", "loss"}},
      "per_class_top1": [...], "num_examples": n,
-     "protocol": {"split", "crop": "center", "image_size", "fusion", "checkpoint", "step"}}
+     "protocol": {"split", "checkpoint", "step", "crop", "image_size", "fusion", "dtype",
+                  ["selected_on", "selection_split"], ["best_checkpoint"]}}
 Accuracies are fractions in [0, 1]; per_class_top1 holds null for a class absent from
-the split. No timings: throughput goes to the metrics.
+the split. No timings: throughput goes to the metrics. The protocol (docs/TRAINING.md):
+    split, image_size   the split evaluated (dataset.eval_split); the crop's side
+    checkpoint, step    'final' (a training run's end), 'latest' or 'best' (a run's
+                        checkpoint), 'torch' or 'variables' (a file, step 0)
+    crop                'center', or 'center+flip' (eval.flip: the logits of the crop and of
+                        its mirror averaged, per head and fused)
+    fusion              model.fusion ('none' for the plain ResNet)
+    dtype               the compute dtype model.dtype resolved to ('auto': bfloat16 on a
+                        GPU or TPU, float32 on a CPU)
+    selected_on         checkpoint 'best' only: '<split> split top-1', and selection_split:
+                        'validation' (dataset.val_split, apart from the eval split) or 'eval'
+                        (the eval split itself, as the peers choose: optimistic), as the
+                        training recorded them in the checkpoint's meta
+    best_checkpoint     a training run's results only: {"selected_on", "selection_split"} of
+                        the run's best checkpoint (the results are the evaluated checkpoint's)
 """
 
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 import jax
 import numpy as np
@@ -70,36 +85,77 @@ def evaluate_batches(step_fn, batches: Iterable[Mapping[str, Any]], num_classes:
 
 
 def compile_eval_step(run: Run):
-  """The jitted eval step: variables replicated, batch and per-example outputs over 'data'."""
+  """The jitted eval step (eval.flip: mirror averaged): variables replicated, batch and
+  per-example outputs over 'data'."""
   data = sharding.data_sharding(run.mesh)
-  return jax.jit(lambda variables, batch: steps.eval_step(run.model, variables, batch),
+  flip = bool(run.config.eval.flip)
+  return jax.jit(lambda variables, batch: steps.eval_step(run.model, variables, batch, flip),
                  in_shardings=(sharding.replicated_sharding(run.mesh), data), out_shardings=data)
 
 
-def run_evaluation(run: Run, eval_fn, variables, checkpoint: str, step: int) -> dict:
-  """The eval split's results for `variables`, with their protocol; `checkpoint` says what
-  they are ('final', 'latest', 'best', 'torch' or 'variables')."""
-  ds = input_pipeline.eval_dataset(run.eval_data, run.config.dataset,
+def evaluate_split(run: Run, eval_fn, variables, data: input_pipeline.SplitData) -> dict:
+  """The results of `variables` on one split's data (every example once), without protocol."""
+  ds = input_pipeline.eval_dataset(data, run.config.dataset,
                                    global_batch_size=run.eval_batch_size,
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count())
-  results = evaluate_batches(
+  return evaluate_batches(
       lambda batch: eval_fn(variables, batch), ds.as_numpy_iterator(), run.num_classes,
       lambda batch: sharding.global_batch(batch, run.mesh), sharding.to_host)
-  results['protocol'] = {
-      'split': run.config.dataset.eval_split, 'crop': 'center',
-      'image_size': run.config.dataset.crop_size,
-      'fusion': run.config.model.fusion if run.config.model.name == 'clan' else 'none',
-      'checkpoint': checkpoint, 'step': int(step)}
+
+
+def selection(split: str, is_validation: bool) -> dict:
+  """How a best checkpoint is chosen: its 'selected_on' and 'selection_split' (protocol)."""
+  return {'selected_on': f'{split} split top-1',
+          'selection_split': 'validation' if is_validation else 'eval'}
+
+
+def training_selection(run: Run) -> dict:
+  """What this training run chooses its best checkpoint on: the validation split, if any."""
+  if run.val_split:
+    return selection(run.val_split, True)
+  return selection(run.config.dataset.eval_split, False)
+
+
+def checkpoint_selection(meta: dict, eval_split: str) -> dict:
+  """What a run's checkpoint meta says its best was chosen on; runs from before the selection
+  was recorded chose on the split of their 'eval' metrics (else `eval_split`)."""
+  if meta.get('selection'):
+    return dict(meta['selection'])
+  return selection((meta.get('eval') or {}).get('split', eval_split), False)
+
+
+def protocol(run: Run, checkpoint: str, step: int) -> dict:
+  """eval_results.json's protocol, without the selection of a best checkpoint."""
+  config = run.config
+  return {'split': config.dataset.eval_split, 'checkpoint': checkpoint, 'step': int(step),
+          'crop': 'center+flip' if config.eval.flip else 'center',
+          'image_size': config.dataset.crop_size,
+          'fusion': config.model.fusion if config.model.name == 'clan' else 'none',
+          'dtype': run.dtype}
+
+
+def run_evaluation(run: Run, eval_fn, variables, checkpoint: str, step: int,
+                   selected: Optional[dict] = None) -> dict:
+  """The eval split's results for `variables`, with their protocol; `checkpoint` says what
+  they are ('final', 'latest', 'best', 'torch' or 'variables'). `selected` (selection()):
+  for 'best', how it was chosen (default: on the eval split); in a training run ('final',
+  'latest'), how the run chooses its best checkpoint (recorded as 'best_checkpoint')."""
+  results = evaluate_split(run, eval_fn, variables, run.eval_data)
+  results['protocol'] = protocol(run, checkpoint, step)
   if checkpoint == 'best':
-    results['protocol']['selected_on'] = f'{run.config.dataset.eval_split} split top-1'
+    results['protocol'].update(selected or selection(run.config.dataset.eval_split, False))
+  elif selected:
+    results['protocol']['best_checkpoint'] = selected
   return results
 
 
-def eval_scalars(results: dict) -> dict:
-  scalars = {f'eval_{k}_fused': v for k, v in results['fused'].items()}
+def eval_scalars(results: dict, prefix: str = 'eval') -> dict:
+  """TensorBoard's scalars of `results`: <prefix>_<metric>_<head> (prefix 'eval_val' for the
+  validation split)."""
+  scalars = {f'{prefix}_{k}_fused': v for k, v in results['fused'].items()}
   for head, values in results['heads'].items():
-    scalars.update({f'eval_{k}_{head}': v for k, v in values.items()})
+    scalars.update({f'{prefix}_{k}_{head}': v for k, v in values.items()})
   return scalars
 
 
@@ -108,10 +164,11 @@ def report_results(run: Run, results: dict) -> None:
   if run.is_main_process:
     path = os.path.join(run.workdir, 'eval_results.json')
     write_json(results, path)
-    fused = results['fused']
-    print(f'{results["protocol"]["split"]} top-1 (fused: {results["protocol"]["fusion"]}): '
-          f'{fused["top1"]:.4f}, top-5 {fused["top5"]:.4f}, loss {fused["loss"]:.4f} on '
-          f'{results["num_examples"]} images (checkpoint {results["protocol"]["checkpoint"]}, '
-          f'step {results["protocol"]["step"]})', flush=True)
+    fused, proto = results['fused'], results['protocol']
+    selected = f', chosen on the {proto["selected_on"]}' if 'selected_on' in proto else ''
+    print(f'{proto["split"]} top-1 (fused: {proto["fusion"]}): {fused["top1"]:.4f}, top-5 '
+          f'{fused["top5"]:.4f}, loss {fused["loss"]:.4f} on {results["num_examples"]} images '
+          f'(checkpoint {proto["checkpoint"]}, step {proto["step"]}{selected}; {proto["crop"]} '
+          f'crop, {proto["dtype"]})', flush=True)
     print(f'outputs in {run.workdir}: eval_results.json, config.json, classes.json, '
           'checkpoints/, TensorBoard events', flush=True)

@@ -25,8 +25,8 @@ from jax.experimental import multihost_utils
 from clan_jax.base.errors import UserError
 from clan_jax.datasets import input_pipeline
 from clan_jax.train import checkpoints, preflight, sharding, steps
-from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, report_results,
-                                       run_evaluation)
+from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, evaluate_split,
+                                       report_results, run_evaluation, training_selection)
 from clan_jax.train.setup import (Run, abstract_train_state, initial_training_variables,
                                   new_train_state, optimizer_for_run, setup_run, write_run_files)
 from clan_jax.train.steps import TrainState
@@ -143,7 +143,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
     if signals.received:
       return {}
     if results is None:  # Already trained to the end: evaluate the restored state.
-      results = run_evaluation(run, eval_fn, state.variables, 'final', int(state.step))
+      results = run_evaluation(run, eval_fn, state.variables, 'final', int(state.step),
+                               training_selection(run))
     report_results(run, results)
     return results
   finally:
@@ -186,15 +187,35 @@ class _Progress:
     return scalars
 
 
+def _evaluate(run: Run, eval_fn, state: TrainState, step: int, checkpoint: str,
+              writer) -> tuple[dict, dict]:
+  """The eval split's results (and the validation split's scalars, eval_val_*) of `state`,
+  and the checkpoint's meta: step, each split's top-1, and what the best is chosen on."""
+  selected = training_selection(run)
+  evaluated = run_evaluation(run, eval_fn, state.variables, checkpoint, step, selected)
+  writer.write_scalars(step, eval_scalars(evaluated))
+  top1 = evaluated['fused']['top1']
+  meta = {'step': step, 'eval': {'split': run.config.dataset.eval_split, 'top1': top1},
+          'selection': selected}
+  if run.val_data is not None:
+    validated = evaluate_split(run, eval_fn, state.variables, run.val_data)
+    writer.write_scalars(step, eval_scalars(validated, 'eval_val'))
+    meta['val'] = {'split': run.val_split, 'top1': validated['fused']['top1']}
+  return evaluated, meta
+
+
 def _train_loop(run: Run, state: TrainState, train_fn, eval_fn, ckpt, writer, signals,
                 figures=None):
   """Steps from state.step to the end; returns the state and the final eval (or None).
   `figures` (viz.attention.AttentionFigures or None) go to TensorBoard at each evaluation."""
   config = run.config
   start_step = int(state.step)
+  selected = training_selection(run)
   logging.info('training %s on %s: %d steps (%d per epoch), global batch %d, %d devices, '
-               'from step %d', type(run.model).__name__, config.dataset.name, run.total_steps,
-               run.steps_per_epoch, config.batch_size, run.mesh.size, start_step)
+               'compute dtype %s, from step %d; best checkpoint chosen on the %s (%s)',
+               type(run.model).__name__, config.dataset.name, run.total_steps,
+               run.steps_per_epoch, config.batch_size, run.mesh.size, run.dtype, start_step,
+               selected['selected_on'], selected['selection_split'])
   batches = input_pipeline.train_dataset(
       run.train_data, config.dataset, global_batch_size=config.batch_size,
       start_step=start_step, process_index=jax.process_index(),
@@ -214,20 +235,19 @@ def _train_loop(run: Run, state: TrainState, train_fn, eval_fn, ckpt, writer, si
     if step % config.log_every_steps == 0 or final:
       progress.check_loss(ckpt)
       writer.write_scalars(step, progress.take_log_scalars(config.batch_size))
-    evaluated = None
+    evaluated, meta, best_metric = None, {'step': step, 'eval': None}, None
     if _eval_due(run, step) or final:
       progress.check_loss(ckpt)
-      evaluated = run_evaluation(run, eval_fn, state.variables, 'final' if final else 'latest',
-                                 step)
-      writer.write_scalars(step, eval_scalars(evaluated))
+      evaluated, meta = _evaluate(run, eval_fn, state, step, 'final' if final else 'latest',
+                                  writer)
       if figures is not None:
         figures.write_images(writer, state.variables, step)
+      # Orbax's BestN keeps the checkpoint that ranks first on the selection split.
+      best_metric = {'top1': meta['val' if 'val' in meta else 'eval']['top1']}
     stop = signals.stop_at(step)
     if evaluated or step % config.checkpoint_every_steps == 0 or stop:
       progress.check_loss(ckpt)
-      top1 = None if evaluated is None else {'top1': evaluated['fused']['top1']}
-      meta = {'step': step, 'eval': top1 and {'split': config.dataset.eval_split, **top1}}
-      ckpt.save(step, state, meta, metrics=top1)
+      ckpt.save(step, state, meta, metrics=best_metric)
     if evaluated:
       progress.restart_clock()
     if final:

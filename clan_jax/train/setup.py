@@ -23,6 +23,7 @@ from clan_jax.base.files import write_json
 from clan_jax.config.validation import validate_config, validate_training_start
 from clan_jax.datasets import input_pipeline
 from clan_jax.models import create_model
+from clan_jax.models.factory import resolve_dtype
 from clan_jax.pytorch.conversion import load_torch_checkpoint, torch_to_flax
 from clan_jax.train import checkpoints, distributed, optim, sharding, steps
 from clan_jax.train.steps import TrainState
@@ -40,6 +41,10 @@ class Run:
   eval_data: input_pipeline.SplitData
   steps_per_epoch: int
   total_steps: int
+  dtype: str = 'float32'  # The compute dtype model.dtype resolves to ('auto': the platform's).
+  # The split the best checkpoint is chosen on ('': none, the eval split then), training only.
+  val_split: str = ''
+  val_data: Optional[input_pipeline.SplitData] = None
 
   @property
   def num_classes(self) -> int:
@@ -76,6 +81,9 @@ def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
   eval_data = input_pipeline.load_split(dataset, dataset.eval_split, build=build)
   train_data = (input_pipeline.load_split(dataset, dataset.train_split, build=build)
                 if train else None)
+  val_split, val_data = '', None
+  if train:
+    val_split, val_data = _load_val_split(dataset, eval_data.dataset_splits, build)
   class_names = eval_data.class_names
   if dataset.num_classes and dataset.num_classes != len(class_names):
     raise ConfigError(f'dataset.num_classes={dataset.num_classes} but the dataset has '
@@ -86,7 +94,21 @@ def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
                  else config.num_epochs * steps_per_epoch)
   model = create_model(config.model, len(class_names))
   return Run(config, os.path.abspath(workdir), mesh, model, class_names, train_data, eval_data,
-             steps_per_epoch, total_steps)
+             steps_per_epoch, total_steps, dtype=resolve_dtype(config.model.dtype),
+             val_split=val_split, val_data=val_data)
+
+
+def _load_val_split(dataset: Any, available: tuple[str, ...],
+                    build: bool) -> tuple[str, Optional[input_pipeline.SplitData]]:
+  """dataset.val_split resolved against the built dataset's splits, and its data ('', None
+  when there is none or it is the eval split itself: the best is then chosen on eval_split)."""
+  split = input_pipeline.resolve_val_split(dataset, available)
+  if not split or split == dataset.eval_split:
+    return '', None
+  if split == dataset.train_split:
+    logging.warning('dataset.val_split=%r is the training split: the best checkpoint will be '
+                    'the one that fits the training images best, not a held-out choice.', split)
+  return split, input_pipeline.load_split(dataset, split, build=build)
 
 
 def optimizer_for_run(run: Run, params: Any):

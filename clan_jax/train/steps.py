@@ -68,19 +68,32 @@ def train_step(model, tx: optax.GradientTransformation, schedules: Mapping[str, 
   return new_state, scalars
 
 
-def eval_step(model, variables: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict:
+def eval_step(model, variables: Mapping[str, Any], batch: Mapping[str, jax.Array],
+              flip: bool = False) -> dict:
   """Per-example 'loss/<head>', 'top1/<head>', 'top5/<head>' ('fused' and each head), 'pred',
-  and the batch's 'label' and 'mask', so that the host reads one consistent global batch."""
-  outputs = model.apply(variables, normalize(batch['image']), train=False)
+  and the batch's 'label' and 'mask', so that the host reads one consistent global batch.
+
+  With `flip`, each head's logits (the fused ones included) are the mean of those of the image
+  and of its horizontal mirror, taken before the loss and the top-k."""
+  logits_by_head = _logits_by_head(model, variables, batch['image'])
+  if flip:
+    mirrored = _logits_by_head(model, variables, batch['image'][:, :, ::-1])  # NHWC: W.
+    logits_by_head = {head: (logits + mirrored[head]) / 2
+                      for head, logits in logits_by_head.items()}
   labels = batch['label']
-  logits_by_head = {FUSED: outputs['logits'], **outputs.get('heads', {})}
-  result = {'pred': jnp.argmax(outputs['logits'], axis=-1), 'label': labels,
+  result = {'pred': jnp.argmax(logits_by_head[FUSED], axis=-1), 'label': labels,
             'mask': batch['mask']}
   for head, logits in logits_by_head.items():
-    logits = logits.astype(jnp.float32)
     k = min(5, logits.shape[-1])
     top_k = jax.lax.top_k(logits, k)[1]
     result[f'loss/{head}'] = jax.vmap(lambda l, y: cross_entropy(l[None], y[None]))(logits, labels)
     result[f'top1/{head}'] = top_k[:, 0] == labels
     result[f'top5/{head}'] = jnp.any(top_k == labels[:, None], axis=-1)
   return result
+
+
+def _logits_by_head(model, variables: Mapping[str, Any], images: jax.Array) -> dict:
+  """{'fused': the prediction's logits, <head>: each head's}, in float32, of uint8 images."""
+  outputs = model.apply(variables, normalize(images), train=False)
+  logits = {FUSED: outputs['logits'], **outputs.get('heads', {})}
+  return {head: value.astype(jnp.float32) for head, value in logits.items()}
