@@ -30,7 +30,7 @@ from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, report_r
 from clan_jax.train.setup import (Run, abstract_train_state, initial_training_variables,
                                   new_train_state, optimizer_for_run, setup_run, write_run_files)
 from clan_jax.train.steps import TrainState
-from clan_jax.viz.attention import training_figures
+from clan_jax.viz.attention import training_figures, write_final_figures
 
 
 class NonFiniteLossError(UserError):
@@ -144,6 +144,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
     if results is None:  # Already trained to the end: evaluate the restored state.
       results = run_evaluation(run, eval_fn, state.variables, 'final', int(state.step))
     report_results(run, results)
+    write_final_figures(run, state.variables, int(state.step), figures)
     return results
   finally:
     signals.restore()
