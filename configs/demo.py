@@ -3,8 +3,9 @@
     make demo      # = python main.py --config=configs/demo.py --workdir=runs/demo
 
 Nothing is downloaded. Expected, as measured on 2 idle CPU cores (AMD EPYC VM, 2026-12-03,
-jax 0.10.2): 4 min 39 s with the venv built (dataset generation about 25 s, 350 steps at
-1.5-1.7 steps/s, one evaluation, the figures); fused top-1 on the synthetic test split
+jax 0.10.2): 5 min 53 s from a fresh clone, venv included; 4 min 39 s with the venv built
+(dataset generation about 25 s, 350 steps at 1.5-2.0 steps/s, one evaluation, the
+figures; BENCHMARKS.md, *The demo*); fused top-1 on the synthetic test split
 (20 classes: chance 0.05) 0.9675 with the default seed 0, 0.9450 and 0.8975 with seeds 1
 and 2 (mean 0.94 ± 0.04); then the attention figures of the first 4 test images as PNGs
 in runs/demo/visualizations/step_350/ (the last line printed says where). Details:
