@@ -88,12 +88,16 @@ def get_optimizer_config() -> ml_collections.ConfigDict:
 
 
 def get_visualize_config() -> ml_collections.ConfigDict:
-  """Attention figures (docs/VISUALIZE.md): --mode=visualize and TensorBoard in training."""
+  """Attention figures (docs/VISUALIZE.md): --mode=visualize, TensorBoard in training, PNGs
+  after training."""
   visualize = ml_collections.ConfigDict()
   visualize.num_images = 8  # The first N images of the eval split, one figure each.
   # The mid-level position whose CLCA row is shown, as a fraction (row, col) of the mid map.
   visualize.query_position = (0.5, 0.5)
   visualize.every_eval = True  # Also write the figures to TensorBoard at each evaluation.
+  # Also write them as PNGs under workdir/visualizations/ once training has ended (the demo
+  # does: a newcomer sees where the model looks without a second command).
+  visualize.after_training = False
   return visualize
 
 

@@ -7,7 +7,9 @@ images: mid maps 8x8 (layer2) and 4x4 (layer3), top map 2x2).
 """
 
 import glob
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -15,8 +17,10 @@ import types
 import numpy as np
 import pytest
 
-from clan_jax.base.errors import UserError
+from clan_jax.base.errors import ConfigError, UserError
+from clan_jax.config.validation import validate_visualize_config
 from clan_jax.inference.run_modes import visualize_run
+from clan_jax.train.loop import train_and_evaluate
 from clan_jax.viz import attention, figures
 from helpers.commands import REPO_ROOT, cli_environment
 from helpers.trained_model import TRAINED_SYNTHETIC_EVAL_STEPS, TRAINED_SYNTHETIC_STEPS
@@ -141,6 +145,16 @@ def test_models_without_attention_maps_are_a_clear_error(tmp_path):
     visualize_run(config, str(tmp_path))
   run = types.SimpleNamespace(config=config)
   assert attention.training_figures(run) is None  # Training goes on without figures.
+  config.visualize.after_training = True
+  assert attention.write_final_figures(run, variables=None, step=1) == []  # Nor PNGs.
+
+
+def test_after_training_must_be_a_bool():
+  visualize = types.SimpleNamespace(**default.get_visualize_config().to_dict())
+  validate_visualize_config(visualize)
+  visualize.after_training = 'yes'  # A ConfigDict refuses it already; a plain section not.
+  with pytest.raises(ConfigError, match="visualize.after_training='yes' is invalid; it must be"):
+    validate_visualize_config(visualize)
 
 
 def test_visualize_mode_writes_one_png_per_image(trained_synthetic_workdir):
@@ -175,3 +189,31 @@ def test_training_writes_the_figures_to_tensorboard_at_each_evaluation(
   evaluated = set(TRAINED_SYNTHETIC_EVAL_STEPS)
   assert steps == {'attention/image_0': evaluated, 'attention/image_1': evaluated}
   assert len(sizes) == 1 and sizes.pop()[0] == round(6 * figures.PANEL_INCHES * figures.DPI)
+
+
+def _tiny_config(workdir):
+  spec = importlib.util.spec_from_file_location('tiny_config', workdir / 'tiny_config.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_after_training_writes_the_trained_models_figures_as_pngs(
+    trained_synthetic_workdir, tmp_path, capsys):
+  from PIL import Image
+
+  # A copy: the shared workdir stays read-only. Trained to the end, so train_and_evaluate
+  # only restores, evaluates and draws.
+  workdir = tmp_path / 'workdir'
+  shutil.copytree(trained_synthetic_workdir, workdir,
+                  ignore=shutil.ignore_patterns('visualizations', 'events.out.*'))
+  config = _tiny_config(workdir)
+  config.visualize.update(after_training=True, every_eval=False)
+  train_and_evaluate(config, str(workdir))
+  directory = workdir / 'visualizations' / f'step_{TRAINED_SYNTHETIC_STEPS}'
+  assert sorted(os.listdir(directory)) == ['image_0.png', 'image_1.png']
+  assert f'wrote 2 attention figures of the trained model (step {TRAINED_SYNTHETIC_STEPS}) to ' \
+      f'{directory}' in capsys.readouterr().out
+  with Image.open(directory / 'image_1.png') as image:
+    assert image.mode == 'RGB' and image.width == round(6 * figures.PANEL_INCHES *
+                                                        figures.DPI)

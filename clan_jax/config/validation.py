@@ -160,10 +160,12 @@ def validate_training_start(config: Any) -> None:
 
 
 def validate_visualize_config(visualize: Any, prefix: str = 'visualize.') -> None:
-  """The attention figures: how many images, which query position, TensorBoard or not."""
+  """The attention figures: how many images, which query position, TensorBoard or not, PNGs
+  after training or not."""
   get = lambda field: get_field(visualize, field, prefix)
   check_positive_int(get('num_images'), prefix + 'num_images')
   check_bool(get('every_eval'), prefix + 'every_eval')
+  check_bool(get('after_training'), prefix + 'after_training')
   position = get('query_position')
   pair = tuple(position) if isinstance(position, (list, tuple)) else ()
   if len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)

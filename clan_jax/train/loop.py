@@ -30,7 +30,7 @@ from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, evaluate
 from clan_jax.train.setup import (Run, abstract_train_state, initial_training_variables,
                                   new_train_state, optimizer_for_run, setup_run, write_run_files)
 from clan_jax.train.steps import TrainState
-from clan_jax.viz.attention import training_figures
+from clan_jax.viz.attention import training_figures, write_final_figures
 
 
 class NonFiniteLossError(UserError):
@@ -146,6 +146,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
       results = run_evaluation(run, eval_fn, state.variables, 'final', int(state.step),
                                training_selection(run))
     report_results(run, results)
+    write_final_figures(run, state.variables, int(state.step), figures)
     return results
   finally:
     signals.restore()

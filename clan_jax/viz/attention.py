@@ -1,7 +1,7 @@
 """The model's side of the attention figures: its maps for the first eval images, from a
 jitted forward pass (`AttentionFigures`), drawn by clan_jax/viz/figures.py; written as PNGs
-(--mode=visualize) or as TensorBoard images at each evaluation of a training run
-(docs/VISUALIZE.md)."""
+(--mode=visualize, and at the end of training with `visualize.after_training`) or as
+TensorBoard images at each evaluation of a training run (docs/VISUALIZE.md)."""
 
 import logging
 import os
@@ -95,3 +95,26 @@ def training_figures(run: Any) -> Optional[AttentionFigures]:
     logging.info('no attention figures in TensorBoard: %s', reason)
     return None
   return AttentionFigures(run)
+
+
+def write_final_figures(run: Any, variables: Any, step: int,
+                        figures: Optional[AttentionFigures] = None) -> list[str]:
+  """`visualize.after_training`: the trained model's figures as PNGs under
+  workdir/visualizations/step_<step>/ (where --mode=visualize puts the same checkpoint's),
+  with one line saying where; returns the paths ([] when off or the model has no maps).
+  `figures`: the training's TensorBoard figures, reused (the same images, already compiled)."""
+  if not run.config.visualize.after_training:
+    return []
+  reason = missing_attention_maps(run.config.model)
+  if reason:
+    logging.info('no attention figures after training: %s', reason)
+    return []
+  figures = figures or AttentionFigures(run)
+  outputs = figures.outputs(variables)  # Every process: the forward pass is collective.
+  if not run.is_main_process:
+    return []
+  directory = os.path.join(run.workdir, 'visualizations', f'step_{step}')
+  paths = figures.write_pngs(outputs, directory)
+  print(f'wrote {len(paths)} attention figures of the trained model (step {step}) to '
+        f'{directory}: image_0.png..image_{len(paths) - 1}.png', flush=True)
+  return paths
