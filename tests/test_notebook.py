@@ -125,8 +125,8 @@ def test_notebook_trains_evaluates_draws_and_predicts(executed):
   figures = cell_containing(notebook, "'--mode=visualize'")
   shown = [output for output in figures.outputs if 'image/png' in output.get('data', {})]
   assert len(shown) == NUM_FIGURES
-  assert sorted(path.name for path in (workdir / 'visualizations').glob('step_3/*.png')) == [
-      f'image_{i}.png' for i in range(NUM_FIGURES)]
+  drawn = {path.name for path in (workdir / 'visualizations').glob('step_3/*.png')}
+  assert {f'image_{i}.png' for i in range(NUM_FIGURES)} <= drawn
 
   predicted = outputs_text(cell_containing(notebook, "'clan_jax.predict'"))
   examples = sorted((workdir / 'examples').glob('*.png'))
