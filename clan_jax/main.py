@@ -29,12 +29,15 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from clan_jax.base import cli
-from clan_jax.config.config_flag import load_config_flag
+from clan_jax.config import print_config
+from clan_jax.config.config_flag import explain_flag_error, load_config_flag, loaded_config
 from clan_jax.config.validation import validate_training_start
 from clan_jax.train import distributed
 
 config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
                                 lock_config=True)
+flags.DEFINE_bool('print_config', False, 'Print every key of the config (after the --config.KEY '
+                  'overrides) with its value and help, then exit.')
 flags.DEFINE_string('workdir', '', 'Directory for checkpoints, metrics and results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'visualize', 'preflight'],
                   'Train (and evaluate), only evaluate, draw the attention maps, or check the '
@@ -54,6 +57,9 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.print_config:  # Before validation: the list helps to fix an invalid value.
+    print(print_config.format_config(loaded_config(FLAGS.config)))
+    return 0
   if FLAGS['checkpoint'].present and FLAGS.mode in ('train', 'preflight'):
     cli.fail('--checkpoint chooses what --mode=eval or --mode=visualize reads; training always '
              'resumes from the latest checkpoint of --workdir. Drop --checkpoint, or add '
@@ -94,7 +100,7 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
   """`python main.py` and the console command `clan-train`."""
-  cli.run(main)
+  cli.run(main, explain_flag_error)
 
 
 if __name__ == '__main__':

@@ -15,14 +15,29 @@ def test_misspelled_key_is_named_with_the_suggestion():
   result = run_cli('main.py', '--config=configs/demo.py', '--config.batchsize=8',
                    check_returncode=2)
   assert _error_line(result).startswith(
-      "error: invalid command line: unknown config key 'batchsize'\n"
-      'Did you mean "batch_size" instead of "batchsize"?\n')
+      "error: unknown config key 'batchsize' (--config.batchsize=8); did you mean batch_size")
+
+
+def test_a_command_without_print_config_says_where_to_find_it():
+  result = run_cli('-m', 'clan_jax.summary', '--config=configs/demo.py', '--config.batchsize=8',
+                   check_returncode=2)
+  assert _error_line(result) == (
+      "error: invalid command line: unknown config key 'batchsize' Did you mean \"batch_size\" "
+      'instead of "batchsize"? python main.py --config=FILE --print_config lists every config '
+      'key with its value and help.\n')
+
+
+def test_an_unknown_flag_points_to_helpfull():
+  result = run_cli('main.py', '--config=configs/demo.py', '--bogus_flag=1', check_returncode=2)
+  assert _error_line(result) == ("error: invalid command line: Unknown command line flag "
+                                 "'bogus_flag'. Run with --helpfull to list the flags.\n")
 
 
 def test_invalid_value_keeps_its_closing_quote():
   result = run_cli('main.py', '--config=configs/demo.py', '--config.batch_size=abc',
                    check_returncode=2)
-  assert "invalid literal for int() with base 10: 'abc'\n" in _error_line(result)
+  assert ("invalid literal for int() with base 10: 'abc'. --print_config lists every config "
+          'key with its value and help.\n') in _error_line(result)
 
 
 def test_config_outside_the_repository_says_where_to_run(tmp_path):

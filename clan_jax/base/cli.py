@@ -40,14 +40,28 @@ def _flag_error_message(error: Exception) -> str:
   return str(inner).strip()
 
 
-def parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl flag parsing that turns any flag or config-override problem into one message."""
+def _hint(error: Exception) -> str:
+  inner = error.args[0] if error.args else error
+  if 'config' in flags.FLAGS and (isinstance(inner, KeyError) or '--config' in str(error)):
+    # Config errors point to the list of the config's keys (main.py's --print_config).
+    where = '' if 'print_config' in flags.FLAGS else 'python main.py --config=FILE '
+    return f'{where}--print_config lists every config key with its value and help.'
+  return 'Run with --helpfull to list the flags.'
+
+
+def parse_flags(argv: Sequence[str],
+                explain: Callable[[Sequence[str]], str | None] | None = None) -> list[str]:
+  """absl flag parsing that turns any flag or config-override problem into one message;
+  `explain(argv)`, when given, may word it better (an unknown config key's suggestions)."""
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # absl and ml_collections raise many types here.
-    hint = ('; config keys are those of configs/default.py' if 'config' in flags.FLAGS else '')
-    fail(f'invalid command line: {_flag_error_message(e)}\n'
-         f'Run with --helpfull to list the flags{hint}.')
+    message = explain(argv) if explain else None
+    if message:
+      fail(message)
+    detail = _flag_error_message(e).replace('\n', ' ')
+    end = ' ' if detail.endswith(('.', '?')) else '. '
+    fail(f'invalid command line: {detail}{end}{_hint(e)}')
 
 
 def make_configs_importable() -> None:
@@ -58,8 +72,10 @@ def make_configs_importable() -> None:
     sys.path.insert(1, os.getcwd())
 
 
-def run(main: Callable[[list[str]], int | None]) -> None:
-  """Runs an absl `main`, printing UserError messages instead of tracebacks."""
+def run(main: Callable[[list[str]], int | None],
+        explain_flag_error: Callable[[Sequence[str]], str | None] | None = None) -> None:
+  """Runs an absl `main`, printing UserError messages instead of tracebacks;
+  explain_flag_error: see parse_flags."""
   make_configs_importable()  # Before absl parses --config, which loads the recipe.
 
   def guarded_main(argv: list[str]) -> int | None:
@@ -69,7 +85,7 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     except UserError as e:
       fail(str(e))
 
-  app.run(guarded_main, flags_parser=parse_flags)
+  app.run(guarded_main, flags_parser=lambda argv: parse_flags(argv, explain_flag_error))
 
 
 class _QuietLibraries:
