@@ -5,6 +5,8 @@
 Dataset recipes (configs/cub.py, ...) start from this file and override what differs.
 Path fields default to '' (never None: ml_collections cannot override a None field
 from the command line).
+Each key's comment (the comment lines just above its assignment and the one at its end) is
+its help in `python main.py --config=... --print_config` (clan_jax/config/print_config.py).
 """
 
 import dataclasses
@@ -32,21 +34,22 @@ def get_dataset_config() -> ml_collections.ConfigDict:
   # 'tfds' (a stock TFDS dataset: tfds_name).
   dataset.name = 'cub'
   dataset.tfds_name = ''  # For 'tfds': e.g. 'oxford_flowers102' or 'food101:2.1.0'.
-  dataset.image_key = 'image'  # For 'tfds': the features holding the image and the label.
-  dataset.label_key = 'label'
+  dataset.image_key = 'image'  # For 'tfds': the feature holding the image.
+  dataset.label_key = 'label'  # For 'tfds': the feature holding the label.
   dataset.data_dir = ''  # TFDS data dir; '': $TFDS_DATA_DIR or ~/tensorflow_datasets.
   dataset.manual_dir = ''  # The original archives; '': <data_dir>/downloads/manual.
   dataset.root = ''  # For 'folder'.
   dataset.num_classes = 0  # 0: from the dataset.
-  dataset.train_split = 'train'
-  dataset.eval_split = 'test'
+  dataset.train_split = 'train'  # The split (or TFDS slice) trained on.
+  dataset.eval_split = 'test'  # The split evaluated and reported.
   # Splits take TFDS slices for every dataset, e.g. train_split='train[:90%]' with
   # val_split='train[90%:]'. The best checkpoint is chosen on val_split: 'auto' is the
   # dataset's validation split when it has one that training does not use, else none;
   # '' is none: the best is then chosen on eval_split, as the peers do (docs/TRAINING.md).
   dataset.val_split = 'auto'
-  dataset.resize_size = 512  # Images are resized to resize_size x resize_size, then
-  dataset.crop_size = 448  # cropped (random in training, central in eval); a multiple of 32.
+  dataset.resize_size = 512  # Images are resized to this square size, then cropped.
+  # The crop's side (random in training, central in eval); a multiple of 32.
+  dataset.crop_size = 448
   dataset.augment = ml_collections.ConfigDict()
   dataset.augment.random_crop = True  # False: the central crop in training too.
   dataset.augment.flip = True  # Random horizontal flip.
@@ -71,16 +74,16 @@ def get_optimizer_config() -> ml_collections.ConfigDict:
   their scripts, and where each value was read: docs/TRAINING.md.
   """
   optimizer = ml_collections.ConfigDict()
-  optimizer.name = 'sgd'  # Or 'adamw' (decoupled weight decay) for training from scratch.
+  optimizer.name = 'sgd'  # 'sgd', or 'adamw' (decoupled weight decay) for training from scratch.
   # New layers (CLCA, CLSA, heads, fc when K != 1000): 10x the backbone's, as DCL.
   optimizer.learning_rate = 0.01
   optimizer.backbone_learning_rate = 0.001  # The pretrained ResNet.
-  optimizer.base_batch_size = 16
+  optimizer.base_batch_size = 16  # The batch size the learning rates are for.
   optimizer.momentum = 0.9  # SGD only.
   optimizer.weight_decay = 5e-4  # PMG's, API-Net's and mmpretrain's.
   optimizer.decay_norm_and_bias = True  # torch's default; False excludes BN and biases.
   optimizer.grad_clip_norm = 0.0  # Global-norm clipping; 0: off.
-  optimizer.label_smoothing = 0.0
+  optimizer.label_smoothing = 0.0  # 0: off.
   # Linear warm-up from 0, then cosine to 0, per step. 5 epochs (mmpretrain's) keep the
   # new layers' first, large gradients from disturbing the pretrained backbone.
   optimizer.warmup_epochs = 5.0
@@ -119,9 +122,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer = get_optimizer_config()
   config.batch_size = 16  # Global, over all devices and processes.
   config.eval_batch_size = 0  # 0: batch_size.
-  config.num_epochs = 100
+  config.num_epochs = 100  # The run's length unless num_train_steps is set.
   config.num_train_steps = -1  # -1: from num_epochs; when set, also the schedule's length.
-  config.log_every_steps = 50
+  config.log_every_steps = 50  # Training metrics (log and TensorBoard) every N steps.
   config.eval_every_steps = -1  # -1: every epoch; 0: only at the end.
   config.checkpoint_every_steps = 1000  # Also at every evaluation and at the end.
   config.keep_checkpoints = 2  # The last N, plus the best by eval top-1.

@@ -106,10 +106,14 @@ def _entry_lines(key: str, value: Any, help_text: str, key_width: int) -> list[s
     return [first]
   if len(value_text) <= MAX_VALUE_WIDTH:
     first = f'  {key:<{key_width}}  {value_text:<{MAX_VALUE_WIDTH}}  '
-    return textwrap.wrap(help_text, WIDTH, initial_indent=first,
-                         subsequent_indent=' ' * help_column)
-  return [first] + textwrap.wrap(help_text, WIDTH, initial_indent=' ' * help_column,
-                                 subsequent_indent=' ' * help_column)
+    return _wrap(help_text, first, help_column)
+  return [first] + _wrap(help_text, ' ' * help_column, help_column)
+
+
+def _wrap(text: str, first_indent: str, column: int) -> list[str]:
+  # Hyphenated words ('top-level') and paths stay whole.
+  return textwrap.wrap(text, WIDTH, initial_indent=first_indent, subsequent_indent=' ' * column,
+                       break_on_hyphens=False, break_long_words=False)
 
 
 def format_config(config: Any, helps: dict[str, str] | None = None) -> str:
