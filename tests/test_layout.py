@@ -167,7 +167,8 @@ BLOCK_HEAVY = textwrap.dedent('''
       'clan_jax.convert', 'clan_jax.train.steps', 'clan_jax.train.optim'],
      ['tensorflow', 'tensorflow_datasets', 'clu', 'ml_collections', 'torch']),
     # Config fields and validation are pure Python: no JAX, flax or TensorFlow.
-    (['clan_jax.models.fields', 'clan_jax.config.validation', 'clan_jax.base.cli'],
+    (['clan_jax.models.fields', 'clan_jax.config.validation', 'clan_jax.base.cli',
+      'clan_jax.config.config_keys', 'clan_jax.config.print_config'],
      ['jax', 'flax', 'tensorflow', 'clu', 'torch']),
 ])
 def test_light_imports(modules, blocked):
