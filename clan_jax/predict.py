@@ -31,8 +31,9 @@ import sys
 from absl import flags
 from absl import logging as absl_logging
 
-from clan_jax.base import cli
+from clan_jax.base import cli, quiet
 from clan_jax.base.errors import UserError
+from clan_jax.base.text import plural
 from clan_jax.config.config_flag import load_config_flag
 
 EXIT_UNREADABLE = 1  # Some image could not be read; the others were predicted.
@@ -84,18 +85,19 @@ def main(argv: list[str]) -> int:
     raise UserError(f'--batch_size={flags_.batch_size} is invalid; it must be positive.')
   config = load_config_flag(flags_.config) if flags_.config is not None else None
   absl_logging.set_verbosity(absl_logging.INFO)
+  quiet.quiet_tensorflow()  # Before the predictor imports TensorFlow (the eval transform).
   # Late: JAX, flax and TensorFlow load only once the flags are known to be valid.
   from clan_jax.inference import predictor as library
 
   predictor = _load_predictor(library, flags_, config)
-  logging.info('predicting %d images with %s: %d classes, %d px', len(paths), predictor.source,
-               len(predictor.class_names), predictor.crop_size)
+  logging.info('predicting %s with %s: %s, %d px', plural(len(paths), 'image'), predictor.source,
+               plural(len(predictor.class_names), 'class', 'classes'), predictor.crop_size)
   failed = 0
   for record in predictor.predict_files(paths, flags_.batch_size):
     failed += 'error' in record
     print(json.dumps(record) if flags_.json else library.format_record(record), flush=True)
   if failed:
-    print(f'{failed} of {len(paths)} images could not be read.', file=sys.stderr)
+    print(f'{failed} of {plural(len(paths), "image")} could not be read.', file=sys.stderr)
     return EXIT_UNREADABLE
   return 0
 

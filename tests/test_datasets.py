@@ -2,6 +2,7 @@
 
 import os
 import tarfile
+import types
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from clan_jax import datasets
+from clan_jax.base.errors import ConfigError
 from clan_jax.datasets import input_pipeline
 from clan_jax.datasets.sources import ChecksumError, MissingFilesError
 from helpers.commands import run_cli
@@ -167,3 +169,30 @@ def test_synthetic_builds_from_the_config(small_synthetic):
   assert summary.splits == {'train': 24, 'test': 12} and summary.num_classes == 4
   example = next(iter(_examples(small_synthetic, 'train').values()))
   assert tf.io.decode_image(example['image']).shape == (64, 64, 3)
+
+
+def test_prepare_prints_its_table_without_progress_bars_or_banners(tmp_path):
+  write_folder(str(tmp_path / 'birds'))
+  args = ['-m', 'clan_jax.datasets.prepare', '--dataset=folder', f'--root={tmp_path / "birds"}',
+          f'--data_dir={tmp_path / "data"}']
+  built = run_cli(*args)
+  output = built.stdout + built.stderr
+  for noise in ('%|', '\x1b[A', 'oneDNN', 'cpu_feature_guard', 'Downloading and preparing',
+                'Subsequent calls will reuse'):
+    assert noise not in output, output
+  assert built.stdout.startswith('image folder: built at ')
+  assert '  train              5        3        1' in built.stdout
+  assert built.stderr.startswith('building image folder under ')  # The wait is announced.
+  reused = run_cli(*args, '--verbose')  # The libraries may speak; the table stays.
+  assert 'image folder: reused (already built)' in reused.stdout
+
+
+def test_a_missing_eval_split_says_how_to_hold_part_of_train_out():
+  builder = types.SimpleNamespace(TITLE='image folder', info=types.SimpleNamespace(
+      splits={'train': types.SimpleNamespace(num_examples=5)}))
+  with pytest.raises(ConfigError) as error:
+    input_pipeline.check_split(builder, 'test')
+  message = str(error.value)
+  assert message.startswith("split 'test' cannot be read from image folder") and '\n' not in message
+  assert ("--config.dataset.train_split='train[:90%]' --config.dataset.eval_split='train[90%:]'"
+          in message)

@@ -102,8 +102,14 @@ def test_benign_global_is_named_and_can_be_allowed(tmp_path):
 
 
 def test_missing_unreadable_and_empty_files_are_clear_errors(tmp_path):
-  with pytest.raises(CheckpointError, match='no such checkpoint file'):
+  with pytest.raises(CheckpointError, match='no such checkpoint file') as error:
     load_torch_checkpoint(tmp_path / 'absent.pth')
+  assert 'download' not in str(error.value)  # Not a torchvision file: no URL to give.
+  with pytest.raises(CheckpointError) as error:  # One of torchvision's ImageNet files.
+    load_torch_checkpoint(tmp_path / 'resnet34-b627a593.pth')
+  assert str(error.value) == (f'{tmp_path}/resnet34-b627a593.pth: no such checkpoint file; '
+                              'download it from '
+                              'https://download.pytorch.org/models/resnet34-b627a593.pth.')
   (tmp_path / 'garbage.pth').write_bytes(b'not a checkpoint')
   with pytest.raises(CheckpointError, match='garbage.pth'):
     load_torch_checkpoint(tmp_path / 'garbage.pth')

@@ -4,6 +4,7 @@ Pure Python: it reads attributes, so it accepts an ml_collections ConfigDict, a
 dataclass or a SimpleNamespace alike, and it never imports ml_collections.
 """
 
+import os
 from typing import Any
 
 from clan_jax.base.errors import ConfigError
@@ -129,6 +130,15 @@ def validate_training_config(config: Any) -> None:
 def imagenet_weights_url(depth: int) -> str:
   """The official URL of torchvision's ImageNet-1k V1 ResNet of this depth."""
   return TORCHVISION_MODELS_URL + IMAGENET_V1_FILES[depth]
+
+
+def missing_weights_message(path: str) -> str:
+  """One line for a PyTorch weight file that is not there; for one of torchvision's ImageNet
+  files (IMAGENET_V1_FILES), where to download it."""
+  name = os.path.basename(path)
+  where = (f'; download it from {TORCHVISION_MODELS_URL + name}'
+           if name in IMAGENET_V1_FILES.values() else '')
+  return f'{path}: no such checkpoint file{where}.'
 
 
 def validate_training_start(config: Any) -> None:

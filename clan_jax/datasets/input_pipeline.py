@@ -68,6 +68,14 @@ def split_base_names(split: str) -> list[str]:
   return [_SLICE_RE.sub('', part).strip() for part in split.split('+')]
 
 
+def _slice_hint(split: str, splits) -> str:
+  """How to read the missing split from train instead (e.g. a folder with only train/)."""
+  if 'train' not in splits or 'train' in split_base_names(split):
+    return " (a TFDS slice such as 'train[:90%]' works too)"
+  return ("; to hold part of train out, pass --config.dataset.train_split='train[:90%]' "
+          "--config.dataset.eval_split='train[90%:]'")
+
+
 def check_split(builder, split: str) -> int:
   """The number of examples `split` (a name or a TFDS slice) reads from the built dataset;
   one ConfigError listing the splits when it names none or selects no example."""
@@ -80,7 +88,7 @@ def check_split(builder, split: str) -> int:
     # TFDS's reason, less its own list of the splits (ours gives their sizes too).
     reason = str(e).splitlines()[0].split('. Should be one of')[0].rstrip('.')
     raise ConfigError(f'split {split!r} cannot be read from {title} ({reason}); its splits: '
-                      f"{listing} (a TFDS slice such as 'train[:90%]' works too).") from None
+                      f'{listing}{_slice_hint(split, splits)}.') from None
   if count <= 0:
     raise ConfigError(f'split {split!r} of {title} selects no example; its splits: {listing}.')
   return count

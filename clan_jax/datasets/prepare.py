@@ -9,18 +9,21 @@ Prints, per split, the examples, the classes and the files it skipped. Training 
 dataset on first use in the same way; a built dataset is reused. A missing archive is one
 message naming the expected files and where to get them (exit status 2). An archive that
 differs from the official one is a warning, an error with --verify_checksums. A stock TFDS
-dataset (--dataset=tfds) is downloaded by its TFDS builder (docs/DATA.md).
+dataset (--dataset=tfds) is downloaded by its TFDS builder (docs/DATA.md). TFDS's progress
+bars and status lines and TensorFlow's banners are shown only with --verbose.
 """
 
+import sys
 import types
 
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from clan_jax.base import cli
+from clan_jax.base import cli, quiet
 from clan_jax.base.errors import UserError
 from clan_jax.config.config_flag import load_config_flag
-from clan_jax.datasets import DATASET_NAMES, prepare
+from clan_jax.datasets import DATASET_NAMES, dataset_title, get_builder, prepare
 
 flags.DEFINE_enum('dataset', None, list(DATASET_NAMES), 'Dataset to build.')
 flags.DEFINE_string('manual_dir', None, 'Folder holding the original archives.')
@@ -33,6 +36,8 @@ flags.DEFINE_string('image_key', None, "For --dataset=tfds: its image feature (d
 flags.DEFINE_string('label_key', None, "For --dataset=tfds: its ClassLabel feature (default "
                     "'label').")
 flags.DEFINE_bool('verify_checksums', False, 'Fail if an archive differs from the official one.')
+flags.DEFINE_bool('verbose', False, "Show TFDS's progress bars and status lines and "
+                  "TensorFlow's log lines while building.")
 config_flags.DEFINE_config_file('config', None, 'Optional config file whose `dataset` section '
                                 'is used (with --config.dataset.KEY=VALUE); the flags above '
                                 'override it.')
@@ -63,9 +68,26 @@ def dataset_config_from_flags():
   return dataset
 
 
+def _prepare_quietly(dataset_config):
+  """prepare() with one line of our own instead of the libraries' output."""
+  quiet.quiet_tensorflow()  # Before prepare() imports TensorFlow.
+  quiet.quiet_tfds()
+  absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS's warnings about half-built folders.
+  builder = get_builder(dataset_config)
+  if not builder.is_prepared():
+    print(f'building {dataset_title(builder)} under {builder.data_dir} (--verbose shows '
+          'progress)...', file=sys.stderr, flush=True)
+  with quiet.tfds_status_lines_hidden():
+    return prepare(dataset_config, verify_checksums=FLAGS.verify_checksums, builder=builder)
+
+
 def main(argv: list[str]) -> None:
   del argv
-  summary = prepare(dataset_config_from_flags(), verify_checksums=FLAGS.verify_checksums)
+  dataset_config = dataset_config_from_flags()
+  if FLAGS.verbose:
+    summary = prepare(dataset_config, verify_checksums=FLAGS.verify_checksums)
+  else:
+    summary = _prepare_quietly(dataset_config)
   print(summary.format())
 
 

@@ -26,6 +26,7 @@ from flax import traverse_util
 from safetensors import SafetensorError, safe_open
 
 from clan_jax.base.errors import CheckpointError, UserError
+from clan_jax.config.validation import missing_weights_message
 
 # Flax module-name component -> torch key fragment ('' drops the component).
 MODULE_NAME_RULES = (
@@ -143,7 +144,7 @@ def load_torch_checkpoint(path: str | os.PathLike,
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise CheckpointError(f'{path}: no such checkpoint file.')
+    raise CheckpointError(missing_weights_message(path))
   if path.endswith('.safetensors'):
     tensors = _read_safetensors(path)
   else:

@@ -1,0 +1,10 @@
+"""The words for counts that the commands print."""
+
+from clan_jax.base.text import plural
+
+
+def test_plural_follows_the_count():
+  assert plural(1, 'image') == '1 image'
+  assert [plural(n, 'image') for n in (0, 2)] == ['0 images', '2 images']
+  assert plural(1200, 'example') == '1,200 examples'
+  assert (plural(1, 'class', 'classes'), plural(3, 'class', 'classes')) == ('1 class', '3 classes')
