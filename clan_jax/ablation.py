@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 from clan_jax.base import cli
 from clan_jax.base.errors import UserError
-from clan_jax.config.config_flag import load_config_flag
+from clan_jax.config.config_flag import explain_flag_error, load_config_flag
 from clan_jax.config.validation import validate_training_start
 from clan_jax.experiments.ablation_runs import (DEFAULT_VARIANTS, SEED_FIELDS, VARIANTS,
                                                 RunFailed, dataset_description, execute,
@@ -86,7 +86,7 @@ def _define_flags() -> None:
 def run() -> None:
   """The console command `clan-ablation`."""
   _define_flags()
-  cli.run(main)
+  cli.run(main, explain_flag_error)
 
 
 if __name__ == '__main__':

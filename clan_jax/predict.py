@@ -34,7 +34,7 @@ from absl import logging as absl_logging
 from clan_jax.base import cli, quiet
 from clan_jax.base.errors import UserError
 from clan_jax.base.text import plural
-from clan_jax.config.config_flag import load_config_flag
+from clan_jax.config.config_flag import explain_flag_error, load_config_flag
 
 EXIT_UNREADABLE = 1  # Some image could not be read; the others were predicted.
 
@@ -105,7 +105,7 @@ def main(argv: list[str]) -> int:
 def run() -> None:
   """The console command `clan-predict`."""
   _define_flags()
-  cli.run(main)
+  cli.run(main, explain_flag_error)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ import types
 from absl import flags
 
 from clan_jax.base import cli
-from clan_jax.config.config_flag import load_config_flag
+from clan_jax.config.config_flag import explain_flag_error, load_config_flag
 
 
 def _define_flags() -> None:
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
   """The console command `clan-summary`."""
   _define_flags()
-  cli.run(main)
+  cli.run(main, explain_flag_error)
 
 
 if __name__ == '__main__':

@@ -22,9 +22,9 @@ def test_a_command_without_print_config_says_where_to_find_it():
   result = run_cli('-m', 'clan_jax.summary', '--config=configs/demo.py', '--config.batchsize=8',
                    check_returncode=2)
   assert _error_line(result) == (
-      "error: invalid command line: unknown config key 'batchsize' Did you mean \"batch_size\" "
-      'instead of "batchsize"? python main.py --config=FILE --print_config lists every config '
-      'key with its value and help.\n')
+      "error: unknown config key 'batchsize' (--config.batchsize=8); did you mean batch_size? "
+      'python main.py --config=configs/demo.py --print_config lists every config key with its '
+      'value and help.\n')
 
 
 def test_an_unknown_flag_points_to_helpfull():

@@ -72,7 +72,9 @@ def unknown_key_message(argv: Sequence[str], config_flag) -> Optional[str]:
       key = override.group(1)
       suggestions = closest_keys(key, keys)
       hint = f'did you mean {" or ".join(suggestions)}? ' if suggestions else ''
-      return f"unknown config key '{key}' ({arg}); {hint}{PRINT_CONFIG_HINT}."
+      # Only main.py has the flag: other commands point to it.
+      where = '' if 'print_config' in flags.FLAGS else f'python main.py --config={path} '
+      return f"unknown config key '{key}' ({arg}); {hint}{where}{PRINT_CONFIG_HINT}."
   return None
 
 

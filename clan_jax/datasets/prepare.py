@@ -22,7 +22,7 @@ from ml_collections import config_flags
 
 from clan_jax.base import cli, quiet
 from clan_jax.base.errors import UserError
-from clan_jax.config.config_flag import load_config_flag
+from clan_jax.config.config_flag import explain_flag_error, load_config_flag
 from clan_jax.datasets import DATASET_NAMES, dataset_title, get_builder, prepare
 
 flags.DEFINE_enum('dataset', None, list(DATASET_NAMES), 'Dataset to build.')
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   """The console command `clan-prepare`."""
-  cli.run(main)
+  cli.run(main, explain_flag_error)
 
 
 if __name__ == '__main__':
