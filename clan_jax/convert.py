@@ -1,13 +1,23 @@
-r"""Command: a PyTorch checkpoint -> an Orbax variables checkpoint of the configured model.
+r"""Command: a PyTorch checkpoint -> an Orbax variables checkpoint of the configured model, or
+a trained workdir -> the PyTorch twin's state_dict.
 
     python -m clan_jax.convert --torch_checkpoint=resnet50.pth --config=configs/cub.py \
         --output=/tmp/clan_r50_init [--backbone_only] [--num_classes=200]
+    python -m clan_jax.convert --workdir=runs/cub [--checkpoint=latest|best] \
+        --output=clan_cub.safetensors|.pth
+
+The export writes every key of the twin (clan_jax/pytorch/twin.py, the spec's names), so
+`create_torch_model(model section, K).load_state_dict(..., strict=True)` takes it; a
+.safetensors file also holds the model section and the class names as metadata
+(docs/PARITY.md, *Export a trained model*).
 
 The conversion itself (rule tables, safe loading) is clan_jax/pytorch/conversion.py; its
 public functions are re-exported here, the documented import path.
 """
 
+import json
 import logging
+import os
 
 import jax
 import numpy as np
@@ -17,15 +27,18 @@ from clan_jax.base import cli
 from clan_jax.base.errors import UserError
 from clan_jax.config.config_flag import load_config_flag
 from clan_jax.models import create_model
-from clan_jax.pytorch.conversion import (abstract_variables, flax_to_torch,
+from clan_jax.pytorch.conversion import (abstract_variables, check_state_dict_output,
+                                         flax_to_state_dict_arrays, flax_to_torch,
                                          flax_to_torch_arrays, infer_num_classes,
-                                         load_torch_checkpoint, tensor_to_numpy, torch_to_flax)
+                                         load_torch_checkpoint, save_state_dict,
+                                         tensor_to_numpy, torch_to_flax)
 from clan_jax.train import checkpoints
 
 
 # The documented Python API (README, docs/PARITY.md) keeps this import path.
-__all__ = ['abstract_variables', 'flax_to_torch', 'flax_to_torch_arrays', 'infer_num_classes',
-           'load_torch_checkpoint', 'tensor_to_numpy', 'torch_to_flax']
+__all__ = ['abstract_variables', 'flax_to_state_dict_arrays', 'flax_to_torch',
+           'flax_to_torch_arrays', 'infer_num_classes', 'load_torch_checkpoint', 'save_state_dict',
+           'tensor_to_numpy', 'torch_to_flax']
 
 
 def _define_flags() -> None:
@@ -34,7 +47,12 @@ def _define_flags() -> None:
 
   config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py) naming the model.')
   flags.DEFINE_string('torch_checkpoint', None, 'PyTorch checkpoint (.pth, .pt or .safetensors).')
-  flags.DEFINE_string('output', None, 'Directory of the Orbax checkpoint to write (must not exist).')
+  flags.DEFINE_string('output', None, 'What to write (must not exist): with --torch_checkpoint, '
+                      'the Orbax checkpoint directory; with --workdir, FILE.safetensors or '
+                      'FILE.pth (the twin\'s state_dict).')
+  flags.DEFINE_string('workdir', '', 'A training workdir to export to PyTorch (its config.json, '
+                      'classes.json, checkpoints/), instead of --torch_checkpoint.')
+  flags.DEFINE_string('checkpoint', 'latest', 'With --workdir: ' + cli.CHECKPOINT_HELP)
   flags.DEFINE_integer('num_classes', 0, "Classes K; 0: the checkpoint's fc rows.",
                        lower_bound=0)
   flags.DEFINE_bool('backbone_only', False,
@@ -46,6 +64,11 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> None:
   del argv
   flags_ = flags.FLAGS
+  if flags_.workdir:
+    export_workdir(flags_)
+    return
+  if flags_['checkpoint'].present:
+    raise UserError('--checkpoint names a checkpoint of --workdir: give --workdir=DIR too.')
   config = load_config_flag(flags_.config)
   for name in ('torch_checkpoint', 'output'):
     if not getattr(flags_, name):
@@ -60,6 +83,32 @@ def main(argv: list[str]) -> None:
   logging.info('wrote %s: %s, %d classes, %d parameters%s', path, config.model.name,
                num_classes, count, ' (backbone from the checkpoint)' if flags_.backbone_only
                else '')
+  print(path)
+
+
+def export_workdir(flags_) -> None:
+  """The model trained in --workdir -> the twin's state_dict in --output."""
+  extra = [f'--{name}' for name in ('torch_checkpoint', 'config', 'backbone_only', 'num_classes')
+           if flags_[name].present]
+  if extra:
+    raise UserError(f'--workdir exports the run as trained (its config.json and classes.json): '
+                    f'drop {", ".join(extra)}.')
+  if not flags_.output:
+    raise UserError('--output=FILE.safetensors (or FILE.pth, which needs torch) is required.')
+  output = check_state_dict_output(flags_.output)
+  # Late: the predictor's loading needs ml_collections and TFDS, absent from a bare GPU image.
+  from clan_jax.inference import predictor as library
+
+  predictor = library.predictor_from_workdir(flags_.workdir, flags_.checkpoint)
+  config = library.workdir_config(os.path.abspath(os.path.expanduser(flags_.workdir)))
+  arrays = flax_to_state_dict_arrays(predictor.variables, predictor.model,
+                                     image_size=predictor.crop_size)
+  metadata = {'format': 'pt', 'clan_jax.model': json.dumps(config.model.to_dict()),
+              'clan_jax.classes': json.dumps(predictor.class_names),
+              'clan_jax.source': predictor.source}
+  path = save_state_dict(arrays, output, metadata)
+  logging.info('wrote %s: %s, %d classes, from %s', path, config.model.name,
+               len(predictor.class_names), predictor.source)
   print(path)
 
 

@@ -25,7 +25,7 @@ from absl import flags, logging
 from clan_jax.base import cli
 from clan_jax.base.errors import UserError
 from clan_jax.config.config_flag import load_config_flag
-from clan_jax.pytorch.conversion import (flax_to_torch_arrays, infer_num_classes,
+from clan_jax.pytorch.conversion import (flax_to_state_dict_arrays, infer_num_classes,
                                          load_torch_checkpoint)
 from clan_jax.pytorch.parity_check import format_table, parity_inputs, run_parity
 
@@ -75,7 +75,9 @@ def _weights(flags_, config) -> tuple[dict, object, int]:
                     '--config.')
   else:
     predictor = library.predictor_from_file(flags_.checkpoint, config, flags_.allow_global)
-  arrays = flax_to_torch_arrays(jax.device_get(predictor.variables))
+  # The export's path (clan_jax.convert --workdir): checked against the model, every twin key.
+  arrays = flax_to_state_dict_arrays(predictor.variables, predictor.model,
+                                     image_size=predictor.crop_size)
   return arrays, config.model, len(predictor.class_names)
 
 

@@ -4,6 +4,7 @@ Every parameter and BN statistic is randomised (tests/helpers/torch_helpers.py).
 the algorithm (agreement ~1e-13); float32 checks are relative to the output's scale.
 """
 
+import json
 import re
 
 import jax
@@ -283,3 +284,74 @@ def test_foreign_layouts_are_named(resnet_config, torchvision_shapes, rename, me
       torch_to_flax(_renamed(torchvision_shapes['resnet18'], rename), model,
                     image_size=IMAGE_SIZE, backbone_only=backbone_only)
   assert ' more)' in str(error.value)  # Hundreds of keys: the first 20 of each kind.
+
+
+# Export: a trained workdir -> the twin's state_dict.
+
+@pytest.mark.xdist_group('trained_synthetic')
+def test_a_trained_workdir_exports_a_state_dict_the_twin_loads_with_the_same_logits(
+    trained_synthetic_workdir, tmp_path):
+  import subprocess
+  import sys
+
+  from safetensors import safe_open
+  from safetensors.torch import load_file
+
+  from clan_jax.datasets.preprocess import normalize
+  from clan_jax.inference.predictor import predictor_from_workdir
+  from clan_jax.pytorch.conversion import save_state_dict
+  from helpers.commands import REPO_ROOT, cli_environment
+  from helpers.trained_model import synthetic_test_image
+
+  output = tmp_path / 'clan.safetensors'
+  command = [sys.executable, '-m', 'clan_jax.convert', f'--workdir={trained_synthetic_workdir}',
+             '--checkpoint=best', f'--output={output}']
+  env = cli_environment(trained_synthetic_workdir.parent)
+  result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with safe_open(str(output), framework='np') as f:
+    metadata = f.metadata()
+  classes = json.loads(metadata['clan_jax.classes'])
+  twin = create_torch_model(twin_config(metadata), len(classes))
+  state_dict = load_file(output)
+  twin.load_state_dict(state_dict, strict=True)  # Every key, BatchNorm counters included.
+  twin.eval()
+  predictor = predictor_from_workdir(str(trained_synthetic_workdir), 'best')
+  assert classes == predictor.class_names
+  images = np.asarray(normalize(np.stack([synthetic_test_image(trained_synthetic_workdir, i)[0]
+                                          for i in (0, 5)])), np.float32)
+  expected = np.asarray(predictor.model.apply(predictor.variables, images)['logits'])
+  with torch.no_grad():
+    actual = twin(to_nchw(images))['logits'].numpy()
+  assert_close_to_scale(expected, actual, 1e-5, 'exported logits')
+  # A .pth holds the same tensors, for torch.load(weights_only=True).
+  pth = save_state_dict({k: v.numpy() for k, v in state_dict.items()}, tmp_path / 'clan.pth')
+  from_pth = torch.load(pth, weights_only=True)
+  create_torch_model(twin_config(metadata), len(classes)).load_state_dict(from_pth, strict=True)
+  for key, tensor in state_dict.items():
+    assert torch.equal(from_pth[key], tensor), key
+
+
+def twin_config(metadata):
+  import ml_collections
+
+  return ml_collections.ConfigDict(json.loads(metadata['clan_jax.model']))
+
+
+def test_export_refuses_a_wrong_output_and_flags_of_the_other_direction(tmp_path):
+  from clan_jax.base.errors import UserError
+  from clan_jax.pytorch.conversion import check_state_dict_output, save_state_dict
+  from helpers.commands import run_cli
+
+  for name, message in (('model.npz', 'must end in .safetensors or .pth or .pt'),
+                        ('absent/model.pth', 'no such folder')):
+    with pytest.raises(UserError, match=message):
+      check_state_dict_output(tmp_path / name)
+  written = save_state_dict({'a': np.ones(2, np.float32)}, tmp_path / 'a.safetensors')
+  with pytest.raises(UserError, match='never overwritten'):
+    save_state_dict({'a': np.zeros(2, np.float32)}, written)
+  assert [p.name for p in tmp_path.iterdir()] == ['a.safetensors']  # No temporary file left.
+  both = run_cli('-m', 'clan_jax.convert', f'--workdir={tmp_path}', '--config=configs/demo.py',
+                 f'--output={tmp_path / "b.safetensors"}', check_returncode=2)
+  assert 'drop --config' in both.stderr and 'Traceback' not in both.stderr

@@ -25,6 +25,7 @@ import numpy as np
 from flax import traverse_util
 from safetensors import SafetensorError, safe_open
 
+from clan_jax.base import files
 from clan_jax.base.errors import CheckpointError, UserError
 from clan_jax.config.validation import missing_weights_message
 
@@ -382,20 +383,78 @@ def flax_to_torch_arrays(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   return arrays
 
 
-def flax_to_torch(variables: Mapping[str, Any], model: nn.Module, *,
-                  image_size: int = 224) -> dict[str, Any]:
-  """The model's variables -> a torch state_dict that the twin and torchvision load strictly.
+def flax_to_state_dict_arrays(variables: Mapping[str, Any], model: nn.Module, *,
+                              image_size: int = 224) -> dict[str, np.ndarray]:
+  """The model's variables -> the twin's whole state_dict as numpy arrays (no torch).
 
   Checks the variables against the model first (one error listing every mismatch).
-  Adds each BatchNorm's `num_batches_tracked` (0). Tensors keep the variables' dtype.
+  Adds each BatchNorm's `num_batches_tracked` (int64 0), so that
+  `load_state_dict(..., strict=True)` accepts it. Arrays keep the variables' dtype.
   """
-  torch = _import_torch()
-  arrays = flax_to_torch_arrays(variables)
+  arrays = flax_to_torch_arrays(jax.device_get(variables))
   _check_keys(arrays, key_table(abstract_variables(model, image_size)), model, False)
-  state_dict = {key: torch.from_numpy(array.copy()) for key, array in arrays.items()}
-  for key in [k for k in state_dict if k.endswith('.running_mean')]:
-    state_dict[key[:-len('running_mean')] + 'num_batches_tracked'] = torch.tensor(0)
-  return state_dict
+  for key in [k for k in arrays if k.endswith('.running_mean')]:
+    arrays[key[:-len('running_mean')] + 'num_batches_tracked'] = np.zeros((), np.int64)
+  return arrays
+
+
+def flax_to_torch(variables: Mapping[str, Any], model: nn.Module, *,
+                  image_size: int = 224) -> dict[str, Any]:
+  """flax_to_state_dict_arrays as torch tensors: a state_dict that the twin and torchvision
+  load strictly."""
+  torch = _import_torch()
+  return {key: torch.from_numpy(array.copy()) for key, array in
+          flax_to_state_dict_arrays(variables, model, image_size=image_size).items()}
+
+
+# Files a state_dict is written to: safetensors (no torch needed) or torch.save's format.
+STATE_DICT_SUFFIXES = ('.safetensors', '.pth', '.pt')
+
+
+def check_state_dict_output(path: str | os.PathLike) -> str:
+  """The absolute path of a state_dict file that save_state_dict can write, or a UserError (a
+  wrong suffix, an existing file, a missing folder, a .pth without torch)."""
+  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  if not path.endswith(STATE_DICT_SUFFIXES):
+    raise UserError(f'{path}: the output must end in {" or ".join(STATE_DICT_SUFFIXES)}.')
+  if os.path.exists(path):
+    raise UserError(f'{path} already exists; it is never overwritten. Remove it or choose '
+                    'another output file.')
+  if not os.path.isdir(os.path.dirname(path)):
+    raise UserError(f'{os.path.dirname(path)}: no such folder for the output.')
+  if not path.endswith('.safetensors'):
+    _import_torch_to_write()
+  return path
+
+
+def save_state_dict(arrays: Mapping[str, np.ndarray], path: str | os.PathLike,
+                    metadata: Optional[Mapping[str, str]] = None) -> str:
+  """Writes a state_dict of numpy arrays to `path` (.safetensors, with `metadata`; or .pth /
+  .pt through torch.save, tensors only), atomically; an existing file is never overwritten."""
+  path = check_state_dict_output(path)
+  contiguous = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+  if path.endswith('.safetensors'):
+    from safetensors.numpy import save_file  # Late: only writing needs it.
+
+    def write(temporary: str) -> None:
+      save_file(contiguous, temporary, metadata=dict(metadata or {}))
+  else:
+    torch = _import_torch_to_write()
+
+    def write(temporary: str) -> None:
+      torch.save({k: torch.from_numpy(v.copy()) for k, v in contiguous.items()}, temporary)
+  files.write_atomically(path, write)
+  return path
+
+
+def _import_torch_to_write():
+  try:
+    import torch  # Late: torch is an optional extra.
+  except ImportError:
+    raise UserError('writing a .pth file needs PyTorch: in the clan-jax folder, pip install -c '
+                    'constraints.txt -e ".[torch]", or write a .safetensors file instead (no '
+                    'torch needed; safetensors.torch.load_file reads it).') from None
+  return torch
 
 
 # ------------------------------------------------------------------------ command line
