@@ -25,7 +25,7 @@ from absl import flags
 
 from clan_jax.base import cli
 from clan_jax.base.errors import UserError
-from clan_jax.config.config_flag import load_config_flag
+from clan_jax.config.config_flag import explain_flag_error, load_config_flag
 from clan_jax.models import create_model
 from clan_jax.pytorch.conversion import (abstract_variables, check_state_dict_output,
                                          flax_to_state_dict_arrays, flax_to_torch,
@@ -115,7 +115,7 @@ def export_workdir(flags_) -> None:
 def run() -> None:
   """The console command `clan-convert`."""
   _define_flags()
-  cli.run(main)
+  cli.run(main, explain_flag_error)
 
 
 if __name__ == '__main__':

@@ -24,7 +24,7 @@ from absl import flags, logging
 
 from clan_jax.base import cli
 from clan_jax.base.errors import UserError
-from clan_jax.config.config_flag import load_config_flag
+from clan_jax.config.config_flag import explain_flag_error, load_config_flag
 from clan_jax.pytorch.conversion import (flax_to_state_dict_arrays, infer_num_classes,
                                          load_torch_checkpoint)
 from clan_jax.pytorch.parity_check import format_table, parity_inputs, run_parity
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
 def run() -> None:
   """The console command `clan-parity`."""
   _define_flags()
-  cli.run(main)
+  cli.run(main, explain_flag_error)
 
 
 if __name__ == '__main__':
