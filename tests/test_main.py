@@ -12,7 +12,7 @@ def test_missing_workdir_is_a_message():
 def test_misspelled_key_is_a_message_with_a_suggestion():
   result = run_cli('main.py', '--config=configs/default.py', '--config.model.dept=18',
                    check_returncode=2)
-  assert 'Did you mean "depth"' in result.stderr and 'Traceback' not in result.stderr
+  assert 'did you mean model.depth' in result.stderr and 'Traceback' not in result.stderr
 
 
 def test_invalid_value_names_the_field_and_allowed_values():

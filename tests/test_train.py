@@ -214,7 +214,7 @@ def test_best_without_an_evaluated_checkpoint_points_to_latest(tmp_path):
 
 
 @pytest.mark.parametrize('flags, message', [
-    (['--config.model.dept=18'], 'Did you mean "depth"'),
+    (['--config.model.dept=18'], 'did you mean model.depth'),
     (['--config.model.depth=20'], 'model.depth=20 is invalid'),
     (['--config.dataset.crop_size=100'], 'dataset.crop_size=100 is not a multiple of 32'),
     (['--config.batch_size=6', '--config.eval_batch_size=8'],
