@@ -12,6 +12,7 @@ import posixpath
 from clan_jax.datasets.base import ClanBuilder
 from clan_jax.datasets.sources import OfficialFile, load_mat, mat_field
 from clan_jax.base.errors import UserError
+from clan_jax.base.text import plural
 
 _SOURCE = 'http://vision.stanford.edu/aditya86/ImageNetDogs/'
 IMAGES = OfficialFile(
@@ -30,7 +31,7 @@ def parse_list(data: bytes, name: str) -> dict[str, int]:
   mat = load_mat(data, name)
   paths, labels = mat_field(mat, 'file_list', name), mat_field(mat, 'labels', name)
   if len(paths) != len(labels):
-    raise UserError(f'{name}: {len(paths)} files but {len(labels)} labels; it is not the '
+    raise UserError(f'{name}: {plural(len(paths), "file")} but {plural(len(labels), "label")}; it is not the '
                     'expected file.')
   return {str(path): int(label) - 1 for path, label in zip(paths, labels)}
 

@@ -33,6 +33,7 @@ import tensorflow_datasets as tfds
 from clan_jax import datasets
 from clan_jax.datasets import preprocess
 from clan_jax.base.errors import ConfigError
+from clan_jax.base.text import plural
 
 # Salts that keep the order stream and the augmentation stream independent.
 _ORDER_SALT = 0x5EED
@@ -160,8 +161,8 @@ def load_split(dataset_config: Any, split: str, builder=None, build: bool = True
                    class_names=list(datasets.label_feature(builder, dataset_config).names),
                    encoded=np.asarray(encoded, dtype=object),
                    dataset_splits=tuple(builder.info.splits))
-  logging.info('loaded %s/%s: %d examples, %.0f MB encoded, %.1f s', title, split,
-               data.num_examples, sum(map(len, encoded)) / 1e6, time.time() - start)
+  logging.info('loaded %s/%s: %s, %.0f MB encoded, %.1f s', title, split,
+               plural(data.num_examples, 'example'), sum(map(len, encoded)) / 1e6, time.time() - start)
   if dataset_config.cache:
     data = cache_split(data, dataset_config.resize_size)
   return data
@@ -178,7 +179,8 @@ def cache_split(data: SplitData, resize_size: int) -> SplitData:
   for batch in ds.as_numpy_iterator():
     images[offset:offset + len(batch)] = batch
     offset += len(batch)
-  logging.info('cached %s: %d images at %d px, %.1f GB, %.1f s', data.name, data.num_examples,
+  logging.info('cached %s: %s at %d px, %.1f GB, %.1f s', data.name,
+               plural(data.num_examples, 'image'),
                resize_size, images.nbytes / 1e9, time.time() - start)
   return dataclasses.replace(data, encoded=None, images=images, resize_size=resize_size)
 

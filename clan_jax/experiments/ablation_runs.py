@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 from clan_jax.experiments import ablation_table
 from clan_jax.base.errors import UserError
 from clan_jax.base.files import write_json
+from clan_jax.base.text import plural
 
 # The variants: the model fields each sets, always all of them, so that the table says
 # exactly what ran whatever the base config holds.
@@ -283,7 +284,7 @@ def execute(runs: Sequence[PlannedRun], launcher: Callable = launch,
     record['wall_s'] = wall
     write_json(record, os.path.join(run.workdir, RECORD))
     this_session.append(wall)
-    report_progress(f'{name}: fused top-1 {result["top1"]:.4f} after {result["steps"]} steps in '
+    report_progress(f'{name}: fused top-1 {result["top1"]:.4f} after {plural(result["steps"], "step")} in '
               f'{ablation_table.format_duration(wall)} ({_eta(this_session, len(runs) - i)})')
     on_result()
     if signal_name:  # It came as the run ended: the run counts, the ablation stops.

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from clan_jax.base.errors import UserError
+from clan_jax.base.text import plural
 from clan_jax.datasets import imagenet_groups
 
 
@@ -99,7 +100,8 @@ def compare_split(role: str, data: Any, dataset_config: Any) -> Section:
         'skipped files (`python -m clan_jax.datasets.prepare --config=...` lists them) or '
         'other files than the official ones.')
   if classes is not None and present != classes:
-    warnings.append(f'{where} holds {present} classes, not the official {classes}.')
+    warnings.append(f'{where} holds {plural(present, "class", "classes")}, not the official '
+                    f'{classes}.')
   return Section([row], warnings)
 
 
