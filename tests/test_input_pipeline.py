@@ -211,3 +211,14 @@ def test_encoded_images_are_held_unpadded(train_split):
   source = input_pipeline._Source(train_split, resize_size=72)
   sizes = [len(image) for image in source.images.numpy()]
   assert sizes == [len(image) for image in train_split.encoded] and len(set(sizes)) > 1
+
+
+def test_a_first_build_prints_no_tfds_status_lines(tmp_path, capfd):
+  """Training's first build logs our own summary, not TFDS's 'Downloading and preparing'."""
+  config = dataset_config(
+      name='synthetic', data_dir=str(tmp_path), resize_size=40, crop_size=32,
+      **{'synthetic.num_classes': 2, 'synthetic.image_size': 32,
+         'synthetic.train_per_class': 2, 'synthetic.test_per_class': 1})
+  assert input_pipeline.load_split(config, 'test').num_examples == 2
+  out, err = capfd.readouterr()
+  assert 'Downloading and preparing' not in out + err and 'Generating' not in out + err

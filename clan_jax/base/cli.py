@@ -91,8 +91,9 @@ def run(main: Callable[[list[str]], int | None],
 class _QuietLibraries:
   """Drops the libraries' routine INFO lines (Orbax logs ~40 per checkpoint), TFDS's warning
   that our own builder configs are 'custom', Orbax's that a checkpoint taken between
-  evaluations has no metrics and those on the read-only manager that prediction opens on
-  purpose; other warnings and errors stay."""
+  evaluations has no metrics, those on the read-only manager that prediction opens on
+  purpose and TFDS's that a dataset not yet built has no dataset_info.json; other warnings
+  and errors stay."""
 
   NOISY_PATHS = ('/orbax/', '/tensorflow_datasets/', '/tensorstore/', 'xla_bridge.py')
 
@@ -104,7 +105,8 @@ class _QuietLibraries:
     return not message.startswith(('Using custom data configuration',
                                    'Requested `tracked_metric`',
                                    'CheckpointManagerOptions.read_only=True',
-                                   'Given directory is read only'))
+                                   'Given directory is read only',
+                                   'Variant folder %s has no '))  # TFDS: a dataset not built yet.
 
 
 def quiet_library_logs() -> None:

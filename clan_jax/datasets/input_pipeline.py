@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 
 from clan_jax import datasets
 from clan_jax.datasets import preprocess
+from clan_jax.base import quiet
 from clan_jax.base.errors import ConfigError
 from clan_jax.base.text import plural
 
@@ -143,7 +144,10 @@ def load_split(dataset_config: Any, split: str, builder=None, build: bool = True
         'host reads or on every host.')
   if not builder.is_prepared():
     logging.info('building %s once under %s', title, builder.data_dir)
-    logging.info('%s', datasets.prepare(dataset_config, builder=builder).format())
+    quiet.quiet_tfds()  # Its progress bars leave '[A' escapes in the log: the summary says it.
+    with quiet.tfds_status_lines_hidden():
+      summary = datasets.prepare(dataset_config, builder=builder)
+    logging.info('%s', summary.format())
   check_split(builder, split)
   image_key, label_key = datasets.feature_keys(dataset_config)
   start = time.time()
