@@ -69,8 +69,3 @@ def test_paired_differences_are_per_seed_against_the_first_variant():
   assert rows[1]['delta_vs_reference'] == pytest.approx([0.05, 0.1])  # Seed 2: no partner.
   assert rows[1]['delta_mean'] == pytest.approx(0.075)
   assert rows[1]['delta_std'] == pytest.approx(math.sqrt(2 * 0.025 ** 2))
-
-
-def test_format_duration():
-  assert [ablation_table.format_duration(s) for s in (None, 42.4, 185, 3725)] == [
-      '?', '42 s', '3 min 05 s', '1 h 02 min']

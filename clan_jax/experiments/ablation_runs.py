@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 from clan_jax.experiments import ablation_table
 from clan_jax.base.errors import UserError
 from clan_jax.base.files import write_json
-from clan_jax.base.text import plural
+from clan_jax.base.text import format_duration, plural
 
 # The variants: the model fields each sets, always all of them, so that the table says
 # exactly what ran whatever the base config holds.
@@ -231,7 +231,7 @@ def _eta(walls: Sequence[float], remaining: int) -> str:
     return 'no runs left'
   if not walls:
     return 'ETA after the first run'
-  return f'ETA {ablation_table.format_duration(sum(walls) / len(walls) * remaining)} for the rest'
+  return f'ETA {format_duration(sum(walls) / len(walls) * remaining)} for the rest'
 
 
 def _start_record(run: PlannedRun) -> dict:
@@ -285,7 +285,7 @@ def execute(runs: Sequence[PlannedRun], launcher: Callable = launch,
     write_json(record, os.path.join(run.workdir, RECORD))
     this_session.append(wall)
     report_progress(f'{name}: fused top-1 {result["top1"]:.4f} after {plural(result["steps"], "step")} in '
-              f'{ablation_table.format_duration(wall)} ({_eta(this_session, len(runs) - i)})')
+              f'{format_duration(wall)} ({_eta(this_session, len(runs) - i)})')
     on_result()
     if signal_name:  # It came as the run ended: the run counts, the ablation stops.
       return f'stopped by {signal_name} after {name}: run the same command to go on.'

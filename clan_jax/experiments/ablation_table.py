@@ -7,6 +7,8 @@ collects and is tested without training.
 import math
 from typing import Any, Mapping, Optional, Sequence
 
+from clan_jax.base.text import format_duration
+
 
 def mean_and_std(values: Sequence[float]) -> tuple[float, Optional[float]]:
   """The mean and the sample standard deviation (n - 1; None for a single value)."""
@@ -55,17 +57,6 @@ def add_paired_differences(rows: Sequence[dict]) -> None:
     row['delta_vs_reference'] = deltas
     if deltas:
       row['delta_mean'], row['delta_std'] = mean_and_std(deltas)
-
-
-def format_duration(seconds: Optional[float]) -> str:
-  if seconds is None:
-    return '?'
-  seconds = int(round(seconds))
-  if seconds < 60:
-    return f'{seconds} s'
-  if seconds < 3600:
-    return f'{seconds // 60} min {seconds % 60:02d} s'
-  return f'{seconds // 3600} h {seconds % 3600 // 60:02d} min'
 
 
 def _mean_std_cell(row: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clan_jax.base.errors import UserError
+from clan_jax.base.text import format_duration
 from clan_jax.perf.step_benchmark import time_steps
 from clan_jax.train import imagenet_check, loop, sharding
 from clan_jax.train.preflight import PreflightError, Section, data_section, weights_section
@@ -65,19 +66,12 @@ class StepTiming:
              f'median {self.step_s:.3f} s/step, {self.batch_size / self.step_s:.1f} images/s',
              f'  peak memory: {self.peak_memory_bytes / 2**30:.2f} GiB ({self.memory_kind})',
              f'  projected training time: {self.total_steps:,} steps x {self.step_s:.3f} s'
-             f'{scaled} = {_duration(self.projected_s)}; evaluations and the input '
+             f'{scaled} = {format_duration(self.projected_s)}; evaluations and the input '
              'pipeline add to it']
     if self.weights_error:
       lines.append(f'  !!! FAILED: timed with random weights: the initial weights failed: '
                    f'{self.weights_error}')
     return Section(lines, [])
-
-
-def _duration(seconds: float) -> str:
-  if seconds < 3600:
-    return f'{seconds / 60:.1f} min'
-  hours, minutes = divmod(round(seconds / 60), 60)
-  return f'{hours} h {minutes:02d} min'
 
 
 def timing_batch_size(platform: str, configured: int, devices: int) -> int:
