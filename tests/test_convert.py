@@ -200,7 +200,7 @@ def test_command_line_writes_a_variables_checkpoint_and_never_overwrites(
           '--config=configs/default.py', '--config.model.name=resnet', '--config.model.depth=18',
           f'--output={output}']
   written = run_cli(*args)
-  # Orbax's ~40 routine INFO lines per save are dropped (cli.quiet_library_logs).
+  # Orbax's ~40 routine INFO lines per save are dropped (quiet.quiet_library_logs).
   assert 'orbax' not in written.stderr, written.stderr
   restored = load_variables_checkpoint(output)
   assert set(restored) == {'params', 'batch_stats'}

@@ -4,14 +4,13 @@ Exit codes: 0 success, 1 a check that failed (e.g. parity above tolerance),
 2 a user error (bad flag or config value, missing or refused file).
 """
 
-import logging
 import os
 import sys
 from typing import Callable, Sequence
 
 from absl import app, flags
-from absl import logging as absl_logging
 
+from clan_jax.base import quiet
 from clan_jax.base.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -79,36 +78,10 @@ def run(main: Callable[[list[str]], int | None],
   make_configs_importable()  # Before absl parses --config, which loads the recipe.
 
   def guarded_main(argv: list[str]) -> int | None:
-    quiet_library_logs()  # Before anything starts a JAX backend or Orbax logs.
+    quiet.quiet_library_logs()  # Before anything starts a JAX backend or Orbax logs.
     try:
       return main(argv)
     except UserError as e:
       fail(str(e))
 
   app.run(guarded_main, flags_parser=lambda argv: parse_flags(argv, explain_flag_error))
-
-
-class _QuietLibraries:
-  """Drops the libraries' routine INFO lines (Orbax logs ~40 per checkpoint), TFDS's warning
-  that our own builder configs are 'custom', Orbax's that a checkpoint taken between
-  evaluations has no metrics, those on the read-only manager that prediction opens on
-  purpose and TFDS's that a dataset not yet built has no dataset_info.json; other warnings
-  and errors stay."""
-
-  NOISY_PATHS = ('/orbax/', '/tensorflow_datasets/', '/tensorstore/', 'xla_bridge.py')
-
-  def filter(self, record) -> bool:
-    path = record.pathname.replace('\\', '/')
-    if record.levelno < logging.WARNING and any(p in path for p in self.NOISY_PATHS):
-      return False
-    message = str(record.msg)
-    return not message.startswith(('Using custom data configuration',
-                                   'Requested `tracked_metric`',
-                                   'CheckpointManagerOptions.read_only=True',
-                                   'Given directory is read only',
-                                   'Variant folder %s has no '))  # TFDS: a dataset not built yet.
-
-
-def quiet_library_logs() -> None:
-  """Keeps the log readable: our progress, ETA and metrics, not the libraries' internals."""
-  absl_logging.get_absl_handler().addFilter(_QuietLibraries())
