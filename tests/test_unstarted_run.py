@@ -72,3 +72,9 @@ def test_a_workdir_that_is_a_file_is_left_alone(tmp_path):
   a_file.write_text('keep me')
   fail_in(a_file, lambda: None)
   assert a_file.read_text() == 'keep me'
+
+
+def test_without_a_workdir_the_current_folder_is_left_alone(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  fail_in('', lambda: write_start_files(tmp_path))
+  assert (tmp_path / 'config.json').exists()

@@ -24,16 +24,17 @@ class UnstartedRunCleanup:
   counting_steps) takes back what the run wrote (process 0 only: it writes the run's files)."""
 
   def __init__(self, workdir: str):
-    self.workdir = os.path.abspath(os.path.expanduser(workdir))
+    # No workdir (set-up then fails at once): nothing to take back, not the current folder.
+    self.workdir = os.path.abspath(os.path.expanduser(workdir)) if workdir else ''
     self.started = False
     # The highest folder of the path that does not exist yet: the run creates it and those
     # below it (os.makedirs), and takes them back.
     self.created_root: Optional[str] = None
     folder = self.workdir
-    while not os.path.lexists(folder):
+    while folder and not os.path.lexists(folder):
       self.created_root = folder
       folder = os.path.dirname(folder)
-    self.found = set() if self.created_root else set(_entries(self.workdir))
+    self.found = set(_entries(self.workdir)) if not self.created_root else set()
 
   def counting_steps(self, train_fn: Callable) -> Callable:
     """`train_fn` that marks the run started once its first step is compiled and launched."""
@@ -53,7 +54,7 @@ class UnstartedRunCleanup:
 
   def take_back(self) -> None:
     """Removes what the run wrote before its first step; see the module's docstring."""
-    if not os.path.isdir(self.workdir) or os.path.islink(self.workdir):
+    if not self.workdir or not os.path.isdir(self.workdir) or os.path.islink(self.workdir):
       return
     for name in set(_entries(self.workdir)) - self.found:
       if _written_before_start(name):
