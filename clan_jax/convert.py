@@ -17,7 +17,6 @@ public functions are re-exported here, the documented import path.
 
 import json
 import logging
-import os
 
 import jax
 import numpy as np
@@ -25,6 +24,7 @@ from absl import flags
 
 from clan_jax.base import cli
 from clan_jax.base.errors import UserError
+from clan_jax.base.workdirs import read_run_config
 from clan_jax.config.config_flag import explain_flag_error, load_config_flag
 from clan_jax.models import create_model
 from clan_jax.pytorch.conversion import (abstract_variables, check_state_dict_output,
@@ -100,7 +100,7 @@ def export_workdir(flags_) -> None:
   from clan_jax.inference import predictor as library
 
   predictor = library.predictor_from_workdir(flags_.workdir, flags_.checkpoint)
-  config = library.workdir_config(os.path.abspath(os.path.expanduser(flags_.workdir)))
+  config = read_run_config(flags_.workdir)
   arrays = flax_to_state_dict_arrays(predictor.variables, predictor.model,
                                      image_size=predictor.crop_size)
   metadata = {'format': 'pt', 'clan_jax.model': json.dumps(config.model.to_dict()),

@@ -1,11 +1,14 @@
 """Command: train, evaluate, or draw the attention maps of a run (`python main.py`, `clan-train`).
 
     python main.py --config=configs/cub.py --workdir=runs/cub [--config.KEY=VALUE ...]
-    python main.py --config=configs/cub.py --workdir=runs/cub --mode=eval [--checkpoint=best]
-    python main.py --config=configs/cub.py --workdir=runs/cub --mode=visualize [--checkpoint=best]
+    python main.py --workdir=runs/cub --mode=eval [--checkpoint=best]
+    python main.py --workdir=runs/cub --mode=visualize [--checkpoint=best]
     python main.py --config=configs/cub.py --workdir=runs/cub --mode=preflight
 
-Training resumes from the latest checkpoint in --workdir; --mode=eval evaluates what
+Training resumes from the latest checkpoint in --workdir; a run trained to its end and
+evaluated is only reported again, with its next commands (clan_jax/train/run_report.py).
+--mode=eval and --mode=visualize read the run's config.json unless --config (with its
+--config.KEY overrides) is given. --mode=eval evaluates what
 --checkpoint names (latest or best of --workdir, or PATH: a variables checkpoint or a PyTorch
 file of the whole model; default: the latest, or init.torch_checkpoint when it is a whole
 model, torch_backbone_only=False) and writes workdir/eval_results.json; --mode=visualize
@@ -28,14 +31,15 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from clan_jax.base import cli
+from clan_jax.base import cli, workdirs
 from clan_jax.config import print_config
 from clan_jax.config.config_flag import explain_flag_error, load_config_flag, loaded_config
-from clan_jax.config.validation import validate_training_start
+from clan_jax.config.validation import validate_config, validate_training_start
 from clan_jax.train import distributed
 
-config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
-                                lock_config=True)
+config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py); '
+                                "--mode=eval and visualize read --workdir's config.json "
+                                'without it.', lock_config=True)
 flags.DEFINE_bool('print_config', False, 'Print every key of the config (after the --config.KEY '
                   'overrides) with its value and help, then exit.')
 flags.DEFINE_string('workdir', '', 'Directory for checkpoints, metrics and results.')
@@ -66,13 +70,15 @@ def main(argv: list[str]) -> int:
              '--mode=eval.')
   launch = distributed.launch_from_flags(FLAGS.distributed, FLAGS.coordinator_address,
                                          FLAGS.num_processes, FLAGS.process_id)
-  config = load_config_flag(FLAGS.config)
+  config = _load_config()
   if FLAGS.mode == 'train':  # Training's own rule: ImageNet weights on real data.
     validate_training_start(config)
   # Before TensorFlow and JAX load: one line in a fraction of a second (train.setup_run
-  # checks it again for library callers).
+  # checks them again for library callers).
   if not FLAGS.workdir:
     cli.fail('--workdir is required: the folder for checkpoints, metrics and results.')
+  if FLAGS.mode == 'train':
+    workdirs.check_training_workdir(FLAGS.workdir)  # Not `runs` for `runs/demo`.
   logging.set_verbosity(logging.INFO)
   distributed.initialize(launch)  # Before anything creates a JAX backend.
   # After validation: importing TensorFlow, JAX and clu takes seconds.
@@ -96,6 +102,18 @@ def main(argv: list[str]) -> int:
   else:
     run_modes.visualize_run(config, workdir, FLAGS.checkpoint or None)
   return 0
+
+
+def _load_config():
+  """--config, validated; for --mode=eval or visualize without it, the run's config.json."""
+  if FLAGS.config is not None or FLAGS.mode not in ('eval', 'visualize'):
+    return load_config_flag(FLAGS.config)
+  if not FLAGS.workdir:
+    cli.fail(f'--mode={FLAGS.mode} needs --workdir, a training workdir (its config.json is '
+             'the config unless --config is given).')
+  config = workdirs.read_run_config(FLAGS.workdir)
+  validate_config(config)
+  return config
 
 
 def run() -> None:

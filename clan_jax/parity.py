@@ -17,13 +17,12 @@ In float32 the two frameworks agree to about 1e-6 of each output's scale
 (docs/PARITY.md); --tolerance defaults to 1e-4, which leaves margin for larger inputs.
 """
 
-import os
-
 import jax
 from absl import flags, logging
 
 from clan_jax.base import cli
 from clan_jax.base.errors import UserError
+from clan_jax.base.workdirs import read_run_config
 from clan_jax.config.config_flag import explain_flag_error, load_config_flag
 from clan_jax.pytorch.conversion import (flax_to_state_dict_arrays, infer_num_classes,
                                          load_torch_checkpoint)
@@ -69,7 +68,7 @@ def _weights(flags_, config) -> tuple[dict, object, int]:
   config = load_config_flag(config) if config is not None else None
   if flags_.workdir:
     predictor = library.predictor_from_workdir(flags_.workdir, flags_.checkpoint, config)
-    config = config or library.workdir_config(os.path.expanduser(flags_.workdir))
+    config = config or read_run_config(flags_.workdir)
   elif config is None or flags_.checkpoint in ('latest', 'best'):
     raise UserError(f'--checkpoint={flags_.checkpoint} without --workdir needs a path and '
                     '--config.')

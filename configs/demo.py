@@ -8,8 +8,9 @@ jax 0.10.2): 5 min 53 s from a fresh clone, venv included; 4 min 39 s with the v
 figures; BENCHMARKS.md, *The demo*); fused top-1 on the synthetic test split
 (20 classes: chance 0.05) 0.9675 with the default seed 0, 0.9450 and 0.8975 with seeds 1
 and 2 (mean 0.94 ± 0.04); then the attention figures of the first 4 test images as PNGs
-in runs/demo/visualizations/step_350/ (the last line printed says where). Details:
-docs/RESULTS.md and results/demo_seeds_2026-12-03/.
+in runs/demo/visualizations/step_350/ (a line printed says where), and the next commands for
+runs/demo. Run again, it says the run is finished. Details: docs/RESULTS.md and
+results/demo_seeds_2026-12-03/.
 
 The data are the synthetic dataset's 20 classes, made easier than its defaults so that 350
 steps from scratch learn them (until 2026-12-03 the demo used the defaults and 800 steps,

@@ -112,3 +112,15 @@ def test_a_checkpoints_selection_is_read_from_its_meta_or_was_its_eval_split():
   before = {'step': 8, 'eval': {'split': 'test2', 'top1': 0.5}}  # Written before selections.
   assert evaluation.checkpoint_selection(before, 'test') == {
       'selected_on': 'test2 split top-1', 'selection_split': 'eval'}
+
+
+def test_the_result_line_puts_the_fused_top1_beside_chance():
+  results = {'fused': {'top1': 0.9675, 'top5': 0.9975, 'loss': 0.1234},
+             'per_class_top1': [1.0] * 20, 'num_examples': 1200,
+             'protocol': {'split': 'test', 'fusion': 'sum', 'checkpoint': 'best', 'step': 300,
+                          'crop': 'center', 'dtype': 'float32',
+                          'selected_on': 'test split top-1', 'selection_split': 'eval'}}
+  assert evaluation.result_line(results) == (
+      'test top-1 (fused: sum): 0.9675 (chance 0.0500: 20 classes), top-5 0.9975, loss 0.1234 '
+      'on 1,200 images (checkpoint best, step 300, chosen on the test split top-1; center '
+      'crop, float32)')

@@ -202,7 +202,7 @@ def test_class_names_come_from_a_prepared_dataset(trained_synthetic_workdir):
 
 @pytest.mark.parametrize('args, message', [
     (['--workdir={missing}', 'a.png'], 'no such directory'),
-    (['--workdir={empty}', 'a.png'], 'config.json is missing'),
+    (['--workdir={empty}', 'a.png'], 'is not a training workdir: it lacks config.json'),
     (['--workdir={no_checkpoints}', 'a.png'], 'checkpoints (no such folder); train first'),
     (['--workdir={workdir}'], 'no image given'),
     (['--workdir={workdir}', '--torch_checkpoint=x.pth', 'a.png'], 'not both'),
@@ -229,5 +229,18 @@ def test_a_workdir_under_home_written_with_a_tilde(tmp_path, monkeypatch):
 
   monkeypatch.setenv('HOME', str(tmp_path))
   (tmp_path / 'run').mkdir()
-  with pytest.raises(UserError, match=f'{tmp_path}/run/config.json is missing'):
-    predictor.predictor_from_workdir('~/run')
+  with pytest.raises(UserError, match='^--workdir=~/run is not a training workdir'):
+    predictor.predictor_from_workdir('~/run')  # Not: no such directory.
+
+
+@pytest.mark.parametrize('where', ['parent', 'checkpoints'])
+def test_a_folder_that_holds_the_run_or_is_inside_it_names_the_run(trained_synthetic_workdir,
+                                                                  where):
+  """`--workdir=runs` for runs/demo, or runs/demo/checkpoints: did you mean runs/demo?"""
+  from clan_jax.base.errors import UserError
+
+  folder = {'parent': trained_synthetic_workdir.parent,
+            'checkpoints': trained_synthetic_workdir / 'checkpoints'}[where]
+  with pytest.raises(UserError, match=f'^--workdir={re.escape(str(folder))} is not a training '
+                     f'workdir: .* Did you mean {re.escape(str(trained_synthetic_workdir))}\\?$'):
+    predictor.predictor_from_workdir(str(folder))

@@ -109,9 +109,27 @@ def test_end_to_end_run_writes_results_config_classes_and_checkpoints(uninterrup
   steps = sorted(int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit())
   assert steps[-2:] == [8, 12] and 4 not in steps
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
-  assert 'test top-1 (fused: sum)' in result.stdout and 'ETA' in result.stderr
+  assert 'ETA' in result.stderr
+  # The end: the result beside chance, where the outputs are, the next commands.
+  end = result.stdout.splitlines()[-7:]
+  assert end[0].startswith('test top-1 (fused: sum): ')
+  assert '(chance 0.2500: 4 classes)' in end[0]
+  assert end[1].startswith(f'outputs in {workdir}: eval_results.json, config.json')
+  assert end[2] == 'next:' and f'python -m clan_jax.predict --workdir={workdir} IMAGE' in end[3]
+  assert f'python main.py --workdir={workdir} --mode=eval --checkpoint=best' in end[-1]
   assert ('compute dtype float32, from step 0; best checkpoint chosen on the train split top-1 '
           '(validation)') in result.stderr
+
+
+def test_a_finished_run_started_again_says_so_and_trains_nothing(env, uninterrupted):
+  workdir, _ = uninterrupted
+  before = {str(p): p.stat().st_mtime_ns for p in workdir.rglob('*')}
+  result = run(env, workdir)
+  assert result.stdout.startswith(f'{workdir} is a finished run (trained to step 12 of 12, '
+                                  'evaluated): nothing to train, nothing changed.\n')
+  assert 'to train again, run the same command with another --workdir' in result.stdout
+  assert 'resuming' not in result.stderr and 'training CLAN' not in result.stderr
+  assert {str(p): p.stat().st_mtime_ns for p in workdir.rglob('*')} == before
 
 
 def test_sigkill_then_resume_is_bit_identical(env, uninterrupted):
@@ -173,8 +191,11 @@ def test_eval_mode_of_latest_and_best_checkpoints(env, uninterrupted):
   # What a training running in the same workdir would have half-written: eval leaves it.
   in_progress = reference_dir / 'checkpoints' / '99.orbax-checkpoint-tmp-1795778022'
   in_progress.mkdir()
-  try:
-    latest = run(env, reference_dir, '--mode=eval')
+  try:  # No --config: the run's config.json.
+    latest = subprocess.run([sys.executable, 'main.py', f'--workdir={reference_dir}',
+                             '--mode=eval'], cwd=REPO_ROOT, env=env['env'],
+                            capture_output=True, text=True, timeout=300)
+    assert latest.returncode == 0, latest.stderr[-4000:]
     assert in_progress.is_dir(), 'eval removed the checkpoint of a training in progress'
   finally:
     in_progress.rmdir()
@@ -224,10 +245,11 @@ def test_best_without_an_evaluated_checkpoint_points_to_latest(tmp_path):
 ])
 def test_config_and_data_errors_are_messages_before_compiling(env, tmp_path, flags, message):
   environment = {**env['env'], 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
-  result = subprocess.run(main_py(env, tmp_path / 'run', *flags), cwd=REPO_ROOT,
+  result = subprocess.run(main_py(env, tmp_path / 'new' / 'run', *flags), cwd=REPO_ROOT,
                           env=environment, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2, result.stderr[-2000:]
   assert message in result.stderr and 'Traceback' not in result.stderr
+  assert list(tmp_path.iterdir()) == []  # The folders the run created, removed again.
 
 
 def test_eval_of_a_pytorch_checkpoint_equals_the_twins_accuracy(env, tmp_path):

@@ -7,7 +7,6 @@ images: mid maps 8x8 (layer2) and 4x4 (layer3), top map 2x2).
 """
 
 import glob
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from clan_jax.inference.run_modes import visualize_run
 from clan_jax.train.loop import train_and_evaluate
 from clan_jax.viz import attention, figures
 from helpers.commands import REPO_ROOT, cli_environment
+from helpers.configs import load_config_file
 from helpers.trained_model import TRAINED_SYNTHETIC_EVAL_STEPS, TRAINED_SYNTHETIC_STEPS
 from configs import default
 
@@ -161,9 +161,9 @@ def test_visualize_mode_writes_one_png_per_image(trained_synthetic_workdir):
   from PIL import Image
 
   workdir = trained_synthetic_workdir
+  # No --config: the run's config.json.
   result = subprocess.run(
-      [sys.executable, 'main.py', f'--config={workdir / "tiny_config.py"}',
-       f'--workdir={workdir}', '--mode=visualize'], cwd=REPO_ROOT,
+      [sys.executable, 'main.py', f'--workdir={workdir}', '--mode=visualize'], cwd=REPO_ROOT,
       env=cli_environment(workdir.parent), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-4000:]
   directory = workdir / 'visualizations' / f'step_{TRAINED_SYNTHETIC_STEPS}'  # The latest.
@@ -191,29 +191,26 @@ def test_training_writes_the_figures_to_tensorboard_at_each_evaluation(
   assert len(sizes) == 1 and sizes.pop()[0] == round(6 * figures.PANEL_INCHES * figures.DPI)
 
 
-def _tiny_config(workdir):
-  spec = importlib.util.spec_from_file_location('tiny_config', workdir / 'tiny_config.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def test_after_training_writes_the_trained_models_figures_as_pngs(
     trained_synthetic_workdir, tmp_path, capsys):
   from PIL import Image
 
-  # A copy: the shared workdir stays read-only. Trained to the end, so train_and_evaluate
-  # only restores, evaluates and draws.
+  # A copy: the shared workdir stays read-only. Trained to the end but without its results
+  # (killed before they were written), so train_and_evaluate restores, evaluates and draws.
   workdir = tmp_path / 'workdir'
-  shutil.copytree(trained_synthetic_workdir, workdir,
-                  ignore=shutil.ignore_patterns('visualizations', 'events.out.*'))
-  config = _tiny_config(workdir)
+  shutil.copytree(trained_synthetic_workdir, workdir, ignore=shutil.ignore_patterns(
+      'visualizations', 'events.out.*', 'eval_results.json'))
+  config = load_config_file(workdir / 'tiny_config.py')
   config.visualize.update(after_training=True, every_eval=False)
   train_and_evaluate(config, str(workdir))
   directory = workdir / 'visualizations' / f'step_{TRAINED_SYNTHETIC_STEPS}'
   assert sorted(os.listdir(directory)) == ['image_0.png', 'image_1.png']
+  out = capsys.readouterr().out
   assert f'wrote 2 attention figures of the trained model (step {TRAINED_SYNTHETIC_STEPS}) to ' \
-      f'{directory}' in capsys.readouterr().out
+      f'{directory}' in out
+  # Then where the outputs are and the next commands for this workdir.
+  assert out.split('image_0.png..image_1.png\n')[1].startswith(f'outputs in {workdir}: ')
+  assert f'tensorboard --logdir={workdir}' in out.splitlines()[-2]
   with Image.open(directory / 'image_1.png') as image:
     assert image.mode == 'RGB' and image.width == round(6 * figures.PANEL_INCHES *
                                                         figures.DPI)

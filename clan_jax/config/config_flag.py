@@ -55,13 +55,14 @@ def _config_path(argv: Sequence[str]) -> Optional[str]:
 
 def unknown_key_message(argv: Sequence[str], config_flag) -> Optional[str]:
   """One line for the first `--config.KEY` of argv that the recipe lacks, with the closest
-  existing dotted keys of any section; None when every KEY exists (another problem).
+  existing dotted keys of any section, or for a `--config.KEY` without --config; None when
+  every KEY exists (another problem).
 
   ml_collections' own error names only the last component ('dept', not 'model.dept') and
   looks only in that section, so the recipe is loaded again here to see all its keys."""
   path = _config_path(argv)
   if path is None:
-    return None
+    return _override_without_config(argv)
   try:
     keys = list(dotted_items(config_flag.parser.parse(path)))
   except Exception:  # A recipe that fails to load has its own message.
@@ -75,6 +76,16 @@ def unknown_key_message(argv: Sequence[str], config_flag) -> Optional[str]:
       # Only main.py has the flag: other commands point to it.
       where = '' if 'print_config' in flags.FLAGS else f'python main.py --config={path} '
       return f"unknown config key '{key}' ({arg}); {hint}{where}{PRINT_CONFIG_HINT}."
+  return None
+
+
+def _override_without_config(argv: Sequence[str]) -> Optional[str]:
+  """The line for a `--config.KEY=VALUE` given without --config: it has nothing to change."""
+  for arg in argv:
+    if re.match(r'--?(?:no)?config\.', arg):
+      # main.py --mode=eval|visualize reads the run's config.json, which takes no overrides.
+      return (f'{arg} changes a key of --config, which is not given: add --config=FILE (the '
+              'configs/*.py file the run was trained with, for --mode=eval or visualize).')
   return None
 
 

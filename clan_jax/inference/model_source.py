@@ -17,6 +17,7 @@ import jax
 
 from clan_jax.base.cli import CHECKPOINT_HELP
 from clan_jax.base.errors import CheckpointError, UserError
+from clan_jax.base.workdirs import did_you_mean
 from clan_jax.pytorch.conversion import (abstract_variables, load_torch_checkpoint,
                                          torch_to_flax)
 from clan_jax.train import checkpoints
@@ -77,7 +78,9 @@ def load_inference_variables(choice: str, model: Any, *, image_size: int, shardi
   if choice in RUN_CHECKPOINTS:
     directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     if not os.path.isdir(directory):
-      raise CheckpointError(f'no checkpoint in {directory} (no such folder); train first '
+      hint = did_you_mean(workdir) if workdir else ''  # A folder of runs, or one in a run.
+      raise CheckpointError(f'no checkpoint in {directory} (no such folder)'
+                            f'{f".{hint} Else" if hint else ";"} train first '
                             f'(python main.py --config=... --workdir=...){OTHER_SOURCES}.')
     variables, step = checkpoints.load_run_variables(
         directory, choice, lambda: abstract_model_variables(model, image_size, sharding),

@@ -10,11 +10,11 @@ from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from clan_jax import datasets
 from clan_jax.base.errors import ConfigError, UserError
+from clan_jax.base.workdirs import RUN_CONFIG, read_run_config, require_workdir
 from clan_jax.models.fields import check_image_size
 from clan_jax.datasets.preprocess import eval_transform, normalize, read_image_file
 from clan_jax.inference.model_source import is_torch_file, load_inference_variables
@@ -107,13 +107,6 @@ def _read_json(path: str, what: str) -> Any:
     raise UserError(f'{path} cannot be read ({e}).') from None
 
 
-def workdir_config(workdir: str):
-  """The config a run was trained with (workdir/config.json, written by training)."""
-  path = os.path.join(workdir, 'config.json')
-  return ml_collections.ConfigDict(_read_json(
-      path, 'training writes it; pass --config=the config file the run was trained with.'))
-
-
 def workdir_class_names(workdir: str) -> list[str]:
   path = os.path.join(workdir, 'classes.json')
   content = _read_json(path, 'training writes it ({"classes": [names in label order]}).')
@@ -146,12 +139,9 @@ def _create_model(config, num_classes: int, origin: str):
 def predictor_from_workdir(workdir: str, checkpoint: str = 'latest', config=None) -> Predictor:
   """A training workdir's model, config and class names, with the variables `checkpoint` names
   (latest, best, or a path: clan_jax/inference/model_source.py)."""
-  workdir = os.path.expanduser(workdir)  # The shell leaves the ~ of --workdir=~/x.
-  if not os.path.isdir(workdir):
-    raise UserError(f'--workdir={workdir}: no such directory.')
-  workdir = os.path.abspath(workdir)
-  origin = '--config' if config is not None else os.path.join(workdir, 'config.json')
-  config = config if config is not None else workdir_config(workdir)
+  workdir = require_workdir(workdir)  # Else the workdir it holds or is inside, named.
+  origin = '--config' if config is not None else os.path.join(workdir, RUN_CONFIG)
+  config = config if config is not None else read_run_config(workdir)
   class_names = workdir_class_names(workdir)
   resize, crop = _image_sizes(config)
   model = _create_model(config, len(class_names), origin)

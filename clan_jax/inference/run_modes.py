@@ -14,6 +14,7 @@ from clan_jax.inference.model_source import (LoadedVariables, evaluation_choice,
 from clan_jax.train import checkpoints, sharding
 from clan_jax.train.evaluation import (checkpoint_selection, compile_eval_step, eval_scalars,
                                        report_results, run_evaluation)
+from clan_jax.train.run_report import outputs_line
 from clan_jax.train.setup import Run, setup_run, write_run_files
 from clan_jax.viz.attention import AttentionFigures, missing_attention_maps
 
@@ -43,6 +44,8 @@ def evaluate_run(config: Any, workdir: str, checkpoint: Optional[str] = None) ->
   results = run_evaluation(run, eval_fn, loaded.variables, loaded.source, loaded.step, selected)
   writer.write_scalars(loaded.step, eval_scalars(results))
   report_results(run, results)
+  if run.is_main_process:
+    print(outputs_line(run.workdir), flush=True)
   writer.flush()
   return results
 

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from clan_jax.base.files import write_json
+from clan_jax.base.text import plural
 from clan_jax.datasets import input_pipeline
 from clan_jax.train import sharding, steps
 from clan_jax.train.setup import Run
@@ -159,16 +160,22 @@ def eval_scalars(results: dict, prefix: str = 'eval') -> dict:
   return scalars
 
 
-def report_results(run: Run, results: dict) -> None:
-  """Writes eval_results.json and tells the user the result and where the outputs are."""
-  if run.is_main_process:
-    path = os.path.join(run.workdir, 'eval_results.json')
-    write_json(results, path)
-    fused, proto = results['fused'], results['protocol']
-    selected = f', chosen on the {proto["selected_on"]}' if 'selected_on' in proto else ''
-    print(f'{proto["split"]} top-1 (fused: {proto["fusion"]}): {fused["top1"]:.4f}, top-5 '
-          f'{fused["top5"]:.4f}, loss {fused["loss"]:.4f} on {results["num_examples"]} images '
+def result_line(results: dict) -> str:
+  """One line for eval_results.json's contents: the fused top-1 beside chance for the dataset
+  (1 / its classes), top-5, loss, and how they were taken."""
+  fused, proto = results['fused'], results['protocol']
+  num_classes = len(results['per_class_top1'])
+  selected = f', chosen on the {proto["selected_on"]}' if 'selected_on' in proto else ''
+  images = plural(results['num_examples'], 'image')
+  return (f'{proto["split"]} top-1 (fused: {proto["fusion"]}): {fused["top1"]:.4f} (chance '
+          f'{1 / num_classes:.4f}: {plural(num_classes, "class", "classes")}), top-5 '
+          f'{fused["top5"]:.4f}, loss {fused["loss"]:.4f} on {images} '
           f'(checkpoint {proto["checkpoint"]}, step {proto["step"]}{selected}; {proto["crop"]} '
-          f'crop, {proto["dtype"]})', flush=True)
-    print(f'outputs in {run.workdir}: eval_results.json, config.json, classes.json, '
-          'checkpoints/, TensorBoard events', flush=True)
+          f'crop, {proto["dtype"]})')
+
+
+def report_results(run: Run, results: dict) -> None:
+  """Writes eval_results.json and prints the result line (process 0)."""
+  if run.is_main_process:
+    write_json(results, os.path.join(run.workdir, 'eval_results.json'))
+    print(result_line(results), flush=True)

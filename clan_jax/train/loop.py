@@ -24,12 +24,13 @@ from jax.experimental import multihost_utils
 
 from clan_jax.base.errors import UserError
 from clan_jax.datasets import input_pipeline
-from clan_jax.train import checkpoints, preflight, sharding, steps
+from clan_jax.train import checkpoints, preflight, run_report, sharding, steps
 from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, evaluate_split,
                                        report_results, run_evaluation, training_selection)
 from clan_jax.train.setup import (Run, abstract_train_state, initial_training_variables,
                                   new_train_state, optimizer_for_run, setup_run, write_run_files)
 from clan_jax.train.steps import TrainState
+from clan_jax.train.unstarted_run import UnstartedRunCleanup
 from clan_jax.viz.attention import training_figures, write_final_figures
 
 
@@ -120,7 +121,17 @@ def _eval_due(run: Run, step: int) -> bool:
 
 def train_and_evaluate(config: Any, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint), evaluates the final state, and returns
-  the contents of eval_results.json ({} if a signal stopped the run)."""
+  the contents of eval_results.json ({} if a signal stopped the run). A run already trained
+  to its end and evaluated is only reported (run_report); a run that fails before its first
+  step takes back what it wrote in the workdir (unstarted_run)."""
+  finished = run_report.report_if_finished(config, workdir)
+  if finished is not None:
+    return finished
+  with UnstartedRunCleanup(workdir) as cleanup:
+    return _train_and_evaluate(config, workdir, cleanup)
+
+
+def _train_and_evaluate(config: Any, workdir: str, cleanup: UnstartedRunCleanup) -> dict:
   run = setup_run(config, workdir, train=True)
   preflight.log_short_form(run)  # The splits and weights, first in the log (docs/TRAINING.md).
   ckpt = checkpoints.TrainCheckpoints(os.path.join(run.workdir, 'checkpoints'),
@@ -135,6 +146,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
     logging.info('resuming from the checkpoint at step %d', latest)
   write_run_files(run)
   train_fn, eval_fn = compile_steps(run, tx, schedules)
+  train_fn = cleanup.counting_steps(train_fn)
   figures = training_figures(run)
   writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_main_process)
   signals = _Signals()
@@ -142,11 +154,12 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
     state, results = _train_loop(run, state, train_fn, eval_fn, ckpt, writer, signals, figures)
     if signals.received:
       return {}
-    if results is None:  # Already trained to the end: evaluate the restored state.
+    if results is None:  # Trained to the end, not evaluated: evaluate the restored state.
       results = run_evaluation(run, eval_fn, state.variables, 'final', int(state.step),
                                training_selection(run))
     report_results(run, results)
     write_final_figures(run, state.variables, int(state.step), figures)
+    run_report.report_end(config, run.workdir)
     return results
   finally:
     signals.restore()

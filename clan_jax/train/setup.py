@@ -18,6 +18,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
+from clan_jax.base import workdirs
 from clan_jax.base.errors import ConfigError
 from clan_jax.base.files import write_json
 from clan_jax.config.validation import validate_config, validate_training_start
@@ -69,6 +70,8 @@ def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
     raise ConfigError('--workdir is required: the folder for checkpoints, metrics and results.')
   # Before the data loads, a bad folder fails at once. Process 0 alone writes the run's files
   # (the others write only under checkpoints/, which TrainCheckpoints checks in each).
+  if train:
+    workdirs.check_training_workdir(workdir)
   if (train or os.path.exists(workdir)) and distributed.is_main_process():
     checkpoints.ensure_writable_folder(os.path.abspath(workdir), '--workdir')
   distributed.check_runtime()
@@ -90,12 +93,18 @@ def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
                       f'{len(class_names)} classes; set it to 0 (from the dataset).')
   steps_per_epoch = input_pipeline.steps_per_epoch(
       train_data.num_examples if train_data else 1, config.batch_size)
-  total_steps = (config.num_train_steps if config.num_train_steps > 0
-                 else config.num_epochs * steps_per_epoch)
+  total_steps = run_length(config, steps_per_epoch)
   model = create_model(config.model, len(class_names))
   return Run(config, os.path.abspath(workdir), mesh, model, class_names, train_data, eval_data,
              steps_per_epoch, total_steps, dtype=resolve_dtype(config.model.dtype),
              val_split=val_split, val_data=val_data)
+
+
+def run_length(config: Any, steps_per_epoch: int) -> int:
+  """The run's total steps: num_train_steps when set, else num_epochs of steps_per_epoch."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return int(config.num_epochs * steps_per_epoch)
 
 
 def _load_val_split(dataset: Any, available: tuple[str, ...],

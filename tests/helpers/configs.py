@@ -1,6 +1,7 @@
-"""Configs for tests: a dataset section with overrides."""
+"""Configs for tests: a dataset section with overrides; a config file's config."""
 
 import copy
+import importlib.util
 
 from configs import default
 
@@ -18,3 +19,11 @@ def dataset_config(base=None, **overrides):
       node = node[parent]
     node[leaf] = value
   return config
+
+
+def load_config_file(path):
+  """get_config() of a config file (such as a trained workdir's tiny_config.py)."""
+  spec = importlib.util.spec_from_file_location('config_file', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
