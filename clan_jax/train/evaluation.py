@@ -159,10 +159,10 @@ def eval_scalars(results: dict, prefix: str = 'eval') -> dict:
   return scalars
 
 
-def report_results(run: Run, results: dict) -> None:
-  """Writes eval_results.json and tells the user the result and where the outputs are."""
+def report_results(run: Run, results: dict, name: str = 'eval_results.json') -> None:
+  """Writes workdir/`name` and tells the user the result and where the outputs are."""
   if run.is_main_process:
-    path = os.path.join(run.workdir, 'eval_results.json')
+    path = os.path.join(run.workdir, name)
     write_json(results, path)
     fused, proto = results['fused'], results['protocol']
     selected = f', chosen on the {proto["selected_on"]}' if 'selected_on' in proto else ''
@@ -170,5 +170,5 @@ def report_results(run: Run, results: dict) -> None:
           f'{fused["top5"]:.4f}, loss {fused["loss"]:.4f} on {results["num_examples"]} images '
           f'(checkpoint {proto["checkpoint"]}, step {proto["step"]}{selected}; {proto["crop"]} '
           f'crop, {proto["dtype"]})', flush=True)
-    print(f'outputs in {run.workdir}: eval_results.json, config.json, classes.json, '
+    print(f'outputs in {run.workdir}: {name}, config.json, classes.json, '
           'checkpoints/, TensorBoard events', flush=True)

@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from clan_jax.base.errors import UserError
 from clan_jax.datasets import input_pipeline
-from clan_jax.train import checkpoints, preflight, sharding, steps
+from clan_jax.train import checkpoints, preflight, sharding, steps, workdir_lock
 from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, evaluate_split,
                                        report_results, run_evaluation, training_selection)
 from clan_jax.train.setup import (Run, abstract_train_state, initial_training_variables,
@@ -120,8 +120,15 @@ def _eval_due(run: Run, step: int) -> bool:
 
 def train_and_evaluate(config: Any, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint), evaluates the final state, and returns
-  the contents of eval_results.json ({} if a signal stopped the run)."""
-  run = setup_run(config, workdir, train=True)
+  the contents of eval_results.json ({} if a signal stopped the run). Process 0 holds
+  workdir/training.lock from the workdir's check to the end (clan_jax/train/workdir_lock.py)."""
+  with workdir_lock.claims() as claim_workdir:
+    return _train_and_evaluate(config, workdir, claim_workdir)
+
+
+def _train_and_evaluate(config: Any, workdir: str, claim_workdir) -> dict:
+  # The lock is taken before the data loads and before Orbax removes unfinished checkpoints.
+  run = setup_run(config, workdir, train=True, claim_workdir=claim_workdir)
   preflight.log_short_form(run)  # The splits and weights, first in the log (docs/TRAINING.md).
   ckpt = checkpoints.TrainCheckpoints(os.path.join(run.workdir, 'checkpoints'),
                                       config.keep_checkpoints)
