@@ -35,7 +35,7 @@ from clan_jax.base import cli, workdirs
 from clan_jax.config import print_config
 from clan_jax.config.config_flag import explain_flag_error, load_config_flag, loaded_config
 from clan_jax.config.validation import validate_config, validate_training_start
-from clan_jax.train import distributed
+from clan_jax.train import distributed, workdir_lock
 
 config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py); '
                                 "--mode=eval and visualize read --workdir's config.json "
@@ -81,6 +81,8 @@ def main(argv: list[str]) -> int:
     workdirs.check_training_workdir(FLAGS.workdir)  # Not `runs` for `runs/demo`.
   logging.set_verbosity(logging.INFO)
   distributed.initialize(launch)  # Before anything creates a JAX backend.
+  if FLAGS.mode == 'train' and distributed.is_main_process():  # At once, before TensorFlow.
+    workdir_lock.refuse_if_in_use(os.path.expanduser(FLAGS.workdir))
   # After validation: importing TensorFlow, JAX and clu takes seconds.
   from clan_jax.inference import run_modes
   from clan_jax.perf import preflight

@@ -60,6 +60,15 @@ def test_evaluation_writes_no_run_info(tmp_path):
   assert (tmp_path / 'classes.json').exists() and not (tmp_path / 'run_info.json').exists()
 
 
+def test_evaluation_keeps_the_trainings_config_and_classes(tmp_path):
+  (tmp_path / 'config.json').write_text('{"batch_size": 3}')  # Unlike the evaluation's.
+  (tmp_path / 'classes.json').write_text('{"classes": ["x", "y"]}')
+  setup.write_run_files(_run(tmp_path, train=False))
+  assert (tmp_path / 'config.json').read_text() == '{"batch_size": 3}'
+  assert (tmp_path / 'classes.json').read_text() == '{"classes": ["x", "y"]}'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['classes.json', 'config.json']
+
+
 @pytest.mark.skipif(shutil.which('git') is None, reason='git is not installed')
 def test_the_code_is_the_checkouts_commit_and_none_elsewhere(tmp_path, monkeypatch):
   try:

@@ -11,7 +11,7 @@ from clan_jax.base.errors import UserError
 from clan_jax.config.validation import validate_config
 from clan_jax.inference.model_source import (LoadedVariables, evaluation_choice,
                                              load_inference_variables)
-from clan_jax.train import checkpoints, sharding
+from clan_jax.train import checkpoints, sharding, workdir_lock
 from clan_jax.train.evaluation import (checkpoint_selection, compile_eval_step, eval_scalars,
                                        report_results, run_evaluation)
 from clan_jax.train.run_report import outputs_line
@@ -30,8 +30,10 @@ def run_variables(run: Run, checkpoint: Optional[str]) -> LoadedVariables:
 
 def evaluate_run(config: Any, workdir: str, checkpoint: Optional[str] = None) -> dict:
   """Evaluates what --checkpoint names (default: the workdir's latest checkpoint) and writes
-  workdir/eval_results.json; returns its contents. For the best checkpoint, the protocol's
-  selected_on is what its training recorded (a validation split, or the eval split)."""
+  workdir/eval_results.json (beside a running training, which owns that file and config.json:
+  eval_results.<checkpoint>-step_<N>.json); returns its contents. For the best checkpoint,
+  the protocol's selected_on is what its training recorded (a validation split, or the eval
+  split)."""
   run = setup_run(config, workdir, train=False)
   loaded = run_variables(run, checkpoint)
   selected = None
@@ -39,15 +41,30 @@ def evaluate_run(config: Any, workdir: str, checkpoint: Optional[str] = None) ->
     meta = checkpoints.read_run_meta(os.path.join(run.workdir, 'checkpoints'), loaded.step)
     selected = checkpoint_selection(meta, config.dataset.eval_split)
   eval_fn = compile_eval_step(run)
-  write_run_files(run)
+  training = workdir_lock.live_training(run.workdir)
+  if training is None:
+    write_run_files(run)
   writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_main_process)
   results = run_evaluation(run, eval_fn, loaded.variables, loaded.source, loaded.step, selected)
   writer.write_scalars(loaded.step, eval_scalars(results))
-  report_results(run, results)
+  report_results(run, results, _results_name(run, loaded, training))
   if run.is_main_process:
     print(outputs_line(run.workdir), flush=True)
   writer.flush()
   return results
+
+
+def _results_name(run: Run, loaded: LoadedVariables, training: Optional[dict]) -> str:
+  """eval_results.json, unless a training runs in the workdir: its eval_results.json is
+  left alone, and the results go to eval_results.<checkpoint>-step_<N>.json."""
+  training = training or workdir_lock.live_training(run.workdir)  # It may have started since.
+  if training is None:
+    return 'eval_results.json'
+  name = f'eval_results.{loaded.source}-step_{loaded.step}.json'
+  if run.is_main_process:
+    print(f'a training runs in {run.workdir} ({workdir_lock.describe(training)}): its '
+          f'eval_results.json is left alone; these results go to {name}', flush=True)
+  return name
 
 
 def visualize_run(config: Any, workdir: str, checkpoint: Optional[str] = None) -> list[str]:

@@ -174,8 +174,8 @@ def result_line(results: dict) -> str:
           f'crop, {proto["dtype"]})')
 
 
-def report_results(run: Run, results: dict) -> None:
-  """Writes eval_results.json and prints the result line (process 0)."""
+def report_results(run: Run, results: dict, name: str = 'eval_results.json') -> None:
+  """Writes workdir/`name` and prints the result line (process 0)."""
   if run.is_main_process:
-    write_json(results, os.path.join(run.workdir, 'eval_results.json'))
+    write_json(results, os.path.join(run.workdir, name))
     print(result_line(results), flush=True)

@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from clan_jax.base.errors import UserError
 from clan_jax.datasets import input_pipeline
-from clan_jax.train import checkpoints, preflight, run_report, sharding, steps
+from clan_jax.train import checkpoints, preflight, run_report, sharding, steps, workdir_lock
 from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, evaluate_split,
                                        report_results, run_evaluation, training_selection)
 from clan_jax.train.setup import (Run, abstract_train_state, initial_training_variables,
@@ -122,17 +122,21 @@ def _eval_due(run: Run, step: int) -> bool:
 def train_and_evaluate(config: Any, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint), evaluates the final state, and returns
   the contents of eval_results.json ({} if a signal stopped the run). A run already trained
-  to its end and evaluated is only reported (run_report); a run that fails before its first
-  step takes back what it wrote in the workdir (unstarted_run)."""
+  to its end and evaluated is only reported (run_report); process 0 holds workdir/training.lock
+  from the workdir's check to the end (workdir_lock); a run that fails before its first step
+  takes back what it wrote in the workdir (unstarted_run)."""
   finished = run_report.report_if_finished(config, workdir)
   if finished is not None:
     return finished
-  with UnstartedRunCleanup(workdir) as cleanup:
-    return _train_and_evaluate(config, workdir, cleanup)
+  # The lock is released before the clean-up, which removes a folder the run created.
+  with UnstartedRunCleanup(workdir) as cleanup, workdir_lock.claims() as claim_workdir:
+    return _train_and_evaluate(config, workdir, cleanup, claim_workdir)
 
 
-def _train_and_evaluate(config: Any, workdir: str, cleanup: UnstartedRunCleanup) -> dict:
-  run = setup_run(config, workdir, train=True)
+def _train_and_evaluate(config: Any, workdir: str, cleanup: UnstartedRunCleanup,
+                        claim_workdir) -> dict:
+  # The lock is taken before the data loads and before Orbax removes unfinished checkpoints.
+  run = setup_run(config, workdir, train=True, claim_workdir=claim_workdir)
   preflight.log_short_form(run)  # The splits and weights, first in the log (docs/TRAINING.md).
   ckpt = checkpoints.TrainCheckpoints(os.path.join(run.workdir, 'checkpoints'),
                                       config.keep_checkpoints)

@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -61,8 +61,11 @@ class Run:
     return distributed.is_main_process()
 
 
-def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
-  """Validates the config, loads (building if needed) the data, builds the model."""
+def setup_run(config: Any, workdir: str, *, train: bool,
+              claim_workdir: Optional[Callable[[str], Any]] = None) -> Run:
+  """Validates the config, loads (building if needed) the data, builds the model.
+  `claim_workdir(path)` (training: its lock) runs in process 0 once the workdir is known
+  writable, before the data loads, so that a busy workdir fails at once."""
   validate_config(config)
   if train:
     validate_training_start(config)
@@ -74,6 +77,8 @@ def setup_run(config: Any, workdir: str, *, train: bool) -> Run:
     workdirs.check_training_workdir(workdir)
   if (train or os.path.exists(workdir)) and distributed.is_main_process():
     checkpoints.ensure_writable_folder(os.path.abspath(workdir), '--workdir')
+    if claim_workdir is not None:
+      claim_workdir(os.path.abspath(workdir))
   distributed.check_runtime()
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
@@ -176,25 +181,33 @@ def abstract_train_state(run: Run) -> TrainState:
 
 def write_run_files(run: Run) -> None:
   """config.json (the resolved config) and classes.json; an older differing config is kept.
-  A training run (train_data set) also adds its start to run_info.json."""
+  A training run (train_data set) also adds its start to run_info.json. An evaluation writes
+  only the files a workdir lacks: those present are its training's."""
   if not run.is_main_process:
     return
   os.makedirs(run.workdir, exist_ok=True)
+  training = run.train_data is not None
   config_path = os.path.join(run.workdir, 'config.json')
-  resolved = json.loads(run.config.to_json_best_effort())
-  if os.path.exists(config_path):
-    with open(config_path) as f:
+  if training or not os.path.exists(config_path):
+    _write_config(run.config, config_path)
+  classes_path = os.path.join(run.workdir, 'classes.json')
+  if training or not os.path.exists(classes_path):
+    write_json({'classes': run.class_names}, classes_path)
+  if training:
+    _add_run_start(os.path.join(run.workdir, RUN_INFO_FILE))
+
+
+def _write_config(config: Any, path: str) -> None:
+  resolved = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
       previous = json.load(f)
     if previous != resolved:
-      kept = os.path.join(run.workdir, f'config.{int(time.time())}.json')
-      os.replace(config_path, kept)
+      kept = os.path.join(os.path.dirname(path), f'config.{int(time.time())}.json')
+      os.replace(path, kept)
       logging.warning('the config differs from this workdir\'s config.json; the old one is '
                       'kept as %s', kept)
-  write_json(resolved, config_path)
-  write_json({'classes': run.class_names}, os.path.join(run.workdir,
-                                                                       'classes.json'))
-  if run.train_data is not None:
-    _add_run_start(os.path.join(run.workdir, RUN_INFO_FILE))
+  write_json(resolved, path)
 
 
 # run_info.json: what each start of a training run ran, where and how.
