@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -54,7 +55,7 @@ def test_the_lock_names_its_training_until_released(tmp_path):
   lock = workdir_lock.acquire(str(tmp_path))
   record = read_record(tmp_path)
   assert record['host'] == socket.gethostname() and record['pid'] == os.getpid()
-  assert record['heartbeat'] == record['started'] and 'pytest' in record['command']
+  assert record['heartbeat'] == record['started'] and record['command'] == shlex.join(sys.argv)
   assert datetime.datetime.fromisoformat(record['started']).tzinfo is not None
   assert workdir_lock.live_training(str(tmp_path)) == record
   lock.release()
