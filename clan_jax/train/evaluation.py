@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from clan_jax.base.files import write_json
+from clan_jax.base.text import plural
 from clan_jax.datasets import input_pipeline
 from clan_jax.train import sharding, steps
 from clan_jax.train.setup import Run
@@ -166,8 +167,9 @@ def report_results(run: Run, results: dict) -> None:
     write_json(results, path)
     fused, proto = results['fused'], results['protocol']
     selected = f', chosen on the {proto["selected_on"]}' if 'selected_on' in proto else ''
+    images = plural(results['num_examples'], 'image')
     print(f'{proto["split"]} top-1 (fused: {proto["fusion"]}): {fused["top1"]:.4f}, top-5 '
-          f'{fused["top5"]:.4f}, loss {fused["loss"]:.4f} on {results["num_examples"]} images '
+          f'{fused["top5"]:.4f}, loss {fused["loss"]:.4f} on {images} '
           f'(checkpoint {proto["checkpoint"]}, step {proto["step"]}{selected}; {proto["crop"]} '
           f'crop, {proto["dtype"]})', flush=True)
     print(f'outputs in {run.workdir}: eval_results.json, config.json, classes.json, '
