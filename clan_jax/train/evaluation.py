@@ -173,4 +173,4 @@ def report_results(run: Run, results: dict) -> None:
           f'(checkpoint {proto["checkpoint"]}, step {proto["step"]}{selected}; {proto["crop"]} '
           f'crop, {proto["dtype"]})', flush=True)
     print(f'outputs in {run.workdir}: eval_results.json, config.json, classes.json, '
-          'checkpoints/, TensorBoard events', flush=True)
+          'checkpoints/, TensorBoard events, metrics.jsonl', flush=True)

@@ -272,20 +272,21 @@ def _train_loop(run: Run, state: TrainState, train_fn, eval_fn, ckpt, writer, si
     if step % config.log_every_steps == 0 or final:
       progress.check_loss(ckpt)  # Waits for the step: the clock reads a finished one.
       progress.log_step(run, step, writer)
-    evaluated, meta, best_metric = None, {'step': step, 'eval': None}, None
+    evaluated = None
     if _eval_due(run, step) or final:
       progress.check_loss(ckpt)
-      with progress.clock.evaluation():
+      with progress.clock.evaluation():  # With its figures and checkpoint.
         evaluated, meta = _evaluate(run, eval_fn, state, step, 'final' if final else 'latest',
                                     writer)
         if write_figures:
           write_figures(writer, state.variables, step)
-      # Orbax's BestN keeps the checkpoint that ranks first on the selection split.
-      best_metric = {'top1': meta['val' if 'val' in meta else 'eval']['top1']}
+        # Orbax's BestN keeps the checkpoint that ranks first on the selection split.
+        ckpt.save(step, state, meta,
+                  metrics={'top1': meta['val' if 'val' in meta else 'eval']['top1']})
     stop = signals.stop_at(step)
-    if evaluated or step % config.checkpoint_every_steps == 0 or stop:
+    if not evaluated and (step % config.checkpoint_every_steps == 0 or stop):
       progress.check_loss(ckpt)
-      ckpt.save(step, state, meta, metrics=best_metric)
+      ckpt.save(step, state, {'step': step, 'eval': None}, metrics=None)
     if final:
       results = evaluated
     if stop:
