@@ -6,6 +6,7 @@ sharing a persistent compilation cache so that each run compiles little.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,6 +131,32 @@ def test_a_finished_run_started_again_says_so_and_trains_nothing(env, uninterrup
   assert 'to train again, run the same command with another --workdir' in result.stdout
   assert 'resuming' not in result.stderr and 'training CLAN' not in result.stderr
   assert {str(p): p.stat().st_mtime_ns for p in workdir.rglob('*')} == before
+
+
+def test_the_log_has_a_line_per_log_step_and_evaluation_and_the_metrics_a_file(uninterrupted):
+  workdir, result = uninterrupted
+  lines = [line for line in result.stderr.splitlines() if ' loop.py:' in line]
+  steps = [line.split('] ', 1)[1] for line in lines if '] step ' in line]
+  assert [s.split(':')[0] for s in steps] == ['step 4/12', 'step 8/12', 'step 12/12']
+  assert re.fullmatch(r'step 8/12: loss \d+\.\d{4}, fused train top-1 [01]\.\d{4}, [\d.]+ '
+                      r'images/s, [\d.]+ (steps/s|s/step), ETA \d+:\d\d:\d\d', steps[1]), steps
+  evals = [line.split('] ', 1)[1] for line in lines if '] eval @ ' in line]
+  assert [e.split(':')[0] for e in evals] == ['eval @ step 8', 'eval @ step 12']
+  assert re.fullmatch(r'eval @ step 12: fused top-1 [\d.]+, top-5 [\d.]+, per head top [\d.]+ '
+                      r'layer2 [\d.]+ layer3 [\d.]+ concat [\d.]+; val top-1 [\d.]+ '
+                      r'\(train split\)', evals[1]), evals
+  assert max(len(line) for line in lines) <= 200
+  for internal in ('Got images', 'uptime', 'Setting work unit notes', 'train_loss='):
+    assert internal not in result.stderr
+  with open(workdir / 'metrics.jsonl') as f:
+    records = [json.loads(line) for line in f]
+  train = [r for r in records if 'train_loss' in r]
+  assert [r['step'] for r in train] == [4, 8, 12]
+  assert all(r['steps_per_sec'] > 0 and r['images_per_sec'] > 0 for r in train)
+  evaluated = [r for r in records if 'eval_top1_fused' in r]
+  assert [r['step'] for r in evaluated] == [8, 12]
+  final = read_json(workdir / 'eval_results.json')['fused']['top1']
+  assert evaluated[-1]['eval_top1_fused'] == final
 
 
 def test_sigkill_then_resume_is_bit_identical(env, uninterrupted):

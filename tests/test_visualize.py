@@ -189,6 +189,8 @@ def test_training_writes_the_figures_to_tensorboard_at_each_evaluation(
   evaluated = set(TRAINED_SYNTHETIC_EVAL_STEPS)
   assert steps == {'attention/image_0': evaluated, 'attention/image_1': evaluated}
   assert len(sizes) == 1 and sizes.pop()[0] == round(6 * figures.PANEL_INCHES * figures.DPI)
+  log = (trained_synthetic_workdir.parent / 'train.log').read_text()
+  assert 'eval @ step 20: fused top-1' in log and 'Got images' not in log  # The figures' shapes.
 
 
 def test_after_training_writes_the_trained_models_figures_as_pngs(

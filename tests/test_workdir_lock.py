@@ -185,7 +185,7 @@ def test_eval_beside_a_running_training_leaves_its_files_alone(trained_synthetic
   shutil.copytree(trained_synthetic_workdir, workdir,
                   ignore=shutil.ignore_patterns('visualizations', 'events.out.*'))
   owned = {name: (workdir / name).read_bytes() for name in ('config.json', 'classes.json',
-                                                            'eval_results.json')}
+                                                            'eval_results.json', 'metrics.jsonl')}
   config = _tiny_config(workdir)
   config.log_every_steps = 7  # A config unlike the training's: its config.json stays.
   with held_by_another_process(workdir) as holder:

@@ -5,8 +5,6 @@ variables that --checkpoint names (clan_jax/inference/model_source.py)."""
 import os
 from typing import Any, Optional
 
-from clu import metric_writers
-
 from clan_jax.base.errors import UserError
 from clan_jax.config.validation import validate_config
 from clan_jax.inference.model_source import (LoadedVariables, evaluation_choice,
@@ -14,6 +12,7 @@ from clan_jax.inference.model_source import (LoadedVariables, evaluation_choice,
 from clan_jax.train import checkpoints, sharding, workdir_lock
 from clan_jax.train.evaluation import (checkpoint_selection, compile_eval_step, eval_scalars,
                                        report_results, run_evaluation)
+from clan_jax.train.metric_writer import METRICS_FILE, create_metric_writer
 from clan_jax.train.run_report import outputs_line
 from clan_jax.train.setup import Run, setup_run, write_run_files
 from clan_jax.viz.attention import AttentionFigures, missing_attention_maps
@@ -44,7 +43,9 @@ def evaluate_run(config: Any, workdir: str, checkpoint: Optional[str] = None) ->
   training = workdir_lock.live_training(run.workdir)
   if training is None:
     write_run_files(run)
-  writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_main_process)
+  # A running training owns metrics.jsonl: the scalars then go to TensorBoard only.
+  writer = create_metric_writer(run.workdir, run.is_main_process,
+                                metrics_file=None if training else METRICS_FILE)
   results = run_evaluation(run, eval_fn, loaded.variables, loaded.source, loaded.step, selected)
   writer.write_scalars(loaded.step, eval_scalars(results))
   report_results(run, results, _results_name(run, loaded, training))

@@ -19,14 +19,17 @@ from typing import Any, Optional
 
 import jax
 import numpy as np
-from clu import metric_writers, metrics, periodic_actions
+from clu import metrics
 from jax.experimental import multihost_utils
 
 from clan_jax.base.errors import UserError
+from clan_jax.base.text import plural
 from clan_jax.datasets import input_pipeline
-from clan_jax.train import checkpoints, preflight, run_report, sharding, steps, workdir_lock
+from clan_jax.train import (checkpoints, preflight, progress_log, run_report, sharding, steps,
+                            workdir_lock)
 from clan_jax.train.evaluation import (compile_eval_step, eval_scalars, evaluate_split,
                                        report_results, run_evaluation, training_selection)
+from clan_jax.train.metric_writer import create_metric_writer
 from clan_jax.train.setup import (Run, abstract_train_state, initial_training_variables,
                                   new_train_state, optimizer_for_run, setup_run, write_run_files)
 from clan_jax.train.steps import TrainState
@@ -112,11 +115,21 @@ def _check_finite(loss, step: int, ckpt: checkpoints.TrainCheckpoints) -> None:
         'optimizer.learning_rate, or set optimizer.grad_clip_norm.')
 
 
-def _eval_due(run: Run, step: int) -> bool:
+def _eval_period(run: Run) -> int:
+  """Steps between evaluations; 0: only the final one."""
   every = run.config.eval_every_steps
-  if every == -1:
-    every = run.steps_per_epoch
+  return run.steps_per_epoch if every == -1 else max(every, 0)
+
+
+def _eval_due(run: Run, step: int) -> bool:
+  every = _eval_period(run)
   return every > 0 and step % every == 0
+
+
+def _eval_images(run: Run) -> int:
+  """The images one evaluation runs through the model (each split, each flip)."""
+  splits = [run.eval_data] + ([run.val_data] if run.val_data is not None else [])
+  return sum(s.num_examples for s in splits) * (2 if run.config.eval.flip else 1)
 
 
 def train_and_evaluate(config: Any, workdir: str) -> dict:
@@ -152,7 +165,7 @@ def _train_and_evaluate(config: Any, workdir: str, cleanup: UnstartedRunCleanup,
   train_fn, eval_fn = compile_steps(run, tx, schedules)
   train_fn = cleanup.counting_steps(train_fn)
   figures = training_figures(run)
-  writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_main_process)
+  writer = create_metric_writer(run.workdir, run.is_main_process)
   signals = _Signals()
   try:
     state, results = _train_loop(run, state, train_fn, eval_fn, ckpt, writer, signals, figures)
@@ -175,99 +188,123 @@ def _train_and_evaluate(config: Any, workdir: str, cleanup: UnstartedRunCleanup,
 @dataclasses.dataclass
 class _Progress:
   """What the loop carries from step to step: the metrics since the last log line, the last
-  step's loss (checked while the next step runs) and the throughput clock."""
+  step's loss (checked while the next step runs) and the clock of the rates and the ETA."""
+  clock: progress_log.ProgressClock
   accumulated: Any = None  # A clu metrics collection, merged over the steps since the log.
   pending: Optional[tuple] = None  # (loss, step) not yet checked for NaN.
-  tick: float = dataclasses.field(default_factory=time.time)
-  steps_since_tick: int = 0
 
   def add(self, step: int, step_metrics: Any) -> None:
     self.pending = (step_metrics.loss.compute(), step)
     self.accumulated = (step_metrics if self.accumulated is None
                         else self.accumulated.merge(step_metrics))
-    self.steps_since_tick += 1
 
   def check_loss(self, ckpt: checkpoints.TrainCheckpoints) -> None:
     if self.pending is not None:
       _check_finite(*self.pending, ckpt)
 
-  def restart_clock(self) -> None:
-    """Throughput counts training steps only: not compilation, not evaluation."""
-    self.tick, self.steps_since_tick = time.time(), 0
-
-  def take_log_scalars(self, batch_size: int) -> dict:
-    """The train metrics and images/s since the last log line; starts the next period."""
+  def log_step(self, run: Run, step: int, writer) -> None:
+    """The train metrics since the last log line and the rates to the metrics, and the
+    step's line to the log; starts the next period. Call it once `step` has finished."""
     scalars = {f'train_{k}': float(v) for k, v in self.accumulated.compute().items()}
-    if self.steps_since_tick:
-      scalars['images_per_sec'] = self.steps_since_tick * batch_size / (time.time() - self.tick)
     self.accumulated = None
-    self.restart_clock()
-    return scalars
+    rates, eta = self.clock.take_rates(step), None
+    if rates is not None:
+      scalars.update(steps_per_sec=rates.steps_per_sec, images_per_sec=rates.images_per_sec)
+      evals_left = progress_log.evaluations_from(step, run.total_steps, _eval_period(run))
+      eta = self.clock.eta(rates, run.total_steps - step, evals_left, _eval_images(run))
+    writer.write_scalars(step, scalars)
+    logging.info('%s', progress_log.step_line(step, run.total_steps, scalars['train_loss'],
+                                              scalars['train_accuracy_fused'], rates, eta))
+
+
+def _first_call_one_off(fn, clock: progress_log.ProgressClock):
+  """`fn`, whose first call (it compiles) the clock counts as a one-off of its evaluation."""
+  called = False
+
+  def call(*args):
+    nonlocal called
+    if called:
+      return fn(*args)
+    called = True
+    started = clock.now()
+    result = jax.block_until_ready(fn(*args))
+    clock.one_off(clock.now() - started)
+    return result
+
+  return call
 
 
 def _evaluate(run: Run, eval_fn, state: TrainState, step: int, checkpoint: str,
               writer) -> tuple[dict, dict]:
   """The eval split's results (and the validation split's scalars, eval_val_*) of `state`,
-  and the checkpoint's meta: step, each split's top-1, and what the best is chosen on."""
+  and the checkpoint's meta: step, each split's top-1, and what the best is chosen on; one
+  line in the log."""
   selected = training_selection(run)
   evaluated = run_evaluation(run, eval_fn, state.variables, checkpoint, step, selected)
   writer.write_scalars(step, eval_scalars(evaluated))
   top1 = evaluated['fused']['top1']
   meta = {'step': step, 'eval': {'split': run.config.dataset.eval_split, 'top1': top1},
           'selection': selected}
+  validation = None
   if run.val_data is not None:
     validated = evaluate_split(run, eval_fn, state.variables, run.val_data)
     writer.write_scalars(step, eval_scalars(validated, 'eval_val'))
     meta['val'] = {'split': run.val_split, 'top1': validated['fused']['top1']}
+    validation = (run.val_split, validated['fused']['top1'])
+  logging.info('%s', progress_log.eval_line(step, evaluated['fused'], evaluated['heads'],
+                                            validation))
   return evaluated, meta
 
 
 def _train_loop(run: Run, state: TrainState, train_fn, eval_fn, ckpt, writer, signals,
-                figures=None):
+                figures=None, now=time.monotonic):
   """Steps from state.step to the end; returns the state and the final eval (or None).
-  `figures` (viz.attention.AttentionFigures or None) go to TensorBoard at each evaluation."""
+  `figures` (viz.attention.AttentionFigures or None) go to TensorBoard at each evaluation;
+  `now`: the clock of the rates and the ETA."""
   config = run.config
   start_step = int(state.step)
   selected = training_selection(run)
-  logging.info('training %s on %s: %d steps (%d per epoch), global batch %d, %d devices, '
-               'compute dtype %s, from step %d; best checkpoint chosen on the %s (%s)',
-               type(run.model).__name__, config.dataset.name, run.total_steps,
-               run.steps_per_epoch, config.batch_size, run.mesh.size, run.dtype, start_step,
-               selected['selected_on'], selected['selection_split'])
+  logging.info('training %s on %s: %s (%d per epoch), global batch %d, %s',
+               type(run.model).__name__, config.dataset.name, plural(run.total_steps, 'step'),
+               run.steps_per_epoch, config.batch_size, plural(run.mesh.size, 'device'))
+  logging.info('compute dtype %s, from step %d; best checkpoint chosen on the %s (%s)',
+               run.dtype, start_step, selected['selected_on'], selected['selection_split'])
   batches = input_pipeline.train_dataset(
       run.train_data, config.dataset, global_batch_size=config.batch_size,
       start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count()).as_numpy_iterator()
-  report = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=writer,
-                                           every_steps=config.log_every_steps)
-  progress, results = _Progress(), None
+  progress = _Progress(progress_log.ProgressClock(config.batch_size, now))
+  # Evaluations leave their compilation out of what the ETA expects the next ones to cost.
+  eval_fn = _first_call_one_off(eval_fn, progress.clock)
+  write_figures = (None if figures is None
+                   else _first_call_one_off(figures.write_images, progress.clock))
+  results = None
   for step in range(start_step + 1, run.total_steps + 1):
     state, step_metrics = train_fn(state, sharding.global_batch(next(batches), run.mesh))
     progress.check_loss(ckpt)  # The previous step's loss, while this step runs.
     progress.add(step, step_metrics)
-    if step == start_step + 1:  # Throughput excludes the compilation of the first step.
+    if step == start_step + 1:  # The rates leave out the compilation of the first step.
       jax.block_until_ready(state.step)
-      progress.restart_clock()
-    report(step)
+      progress.clock.start(step)
     final = step == run.total_steps
     if step % config.log_every_steps == 0 or final:
-      progress.check_loss(ckpt)
-      writer.write_scalars(step, progress.take_log_scalars(config.batch_size))
-    evaluated, meta, best_metric = None, {'step': step, 'eval': None}, None
+      progress.check_loss(ckpt)  # Waits for the step: the clock reads a finished one.
+      progress.log_step(run, step, writer)
+    evaluated = None
     if _eval_due(run, step) or final:
       progress.check_loss(ckpt)
-      evaluated, meta = _evaluate(run, eval_fn, state, step, 'final' if final else 'latest',
-                                  writer)
-      if figures is not None:
-        figures.write_images(writer, state.variables, step)
-      # Orbax's BestN keeps the checkpoint that ranks first on the selection split.
-      best_metric = {'top1': meta['val' if 'val' in meta else 'eval']['top1']}
+      with progress.clock.evaluation():  # With its figures and checkpoint.
+        evaluated, meta = _evaluate(run, eval_fn, state, step, 'final' if final else 'latest',
+                                    writer)
+        if write_figures:
+          write_figures(writer, state.variables, step)
+        # Orbax's BestN keeps the checkpoint that ranks first on the selection split.
+        ckpt.save(step, state, meta,
+                  metrics={'top1': meta['val' if 'val' in meta else 'eval']['top1']})
     stop = signals.stop_at(step)
-    if evaluated or step % config.checkpoint_every_steps == 0 or stop:
+    if not evaluated and (step % config.checkpoint_every_steps == 0 or stop):
       progress.check_loss(ckpt)
-      ckpt.save(step, state, meta, metrics=best_metric)
-    if evaluated:
-      progress.restart_clock()
+      ckpt.save(step, state, {'step': step, 'eval': None}, metrics=None)
     if final:
       results = evaluated
     if stop:

@@ -17,8 +17,8 @@ from clan_jax.viz.attention import missing_attention_maps
 
 RESULTS_FILE = 'eval_results.json'
 # A workdir's outputs, in the order outputs_line names those present.
-OUTPUT_NAMES = (RESULTS_FILE, 'config.json', 'classes.json', 'run_info.json', 'checkpoints',
-                'visualizations')
+OUTPUT_NAMES = (RESULTS_FILE, 'config.json', 'classes.json', 'run_info.json', 'metrics.jsonl',
+                'checkpoints', 'visualizations')
 EVENTS_PREFIX = 'events.out.tfevents.'  # TensorBoard's files.
 
 

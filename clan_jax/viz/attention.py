@@ -12,6 +12,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from clan_jax.base.files import write_png
+from clan_jax.base.text import plural
 from clan_jax.datasets import input_pipeline
 from clan_jax.datasets.preprocess import normalize
 from clan_jax.viz.figures import attention_figures, clca_row, query_cell, stage_stride
@@ -115,6 +116,6 @@ def write_final_figures(run: Any, variables: Any, step: int,
     return []
   directory = os.path.join(run.workdir, 'visualizations', f'step_{step}')
   paths = figures.write_pngs(outputs, directory)
-  print(f'wrote {len(paths)} attention figures of the trained model (step {step}) to '
+  print(f'wrote {plural(len(paths), "attention figure")} of the trained model (step {step}) to '
         f'{directory}: image_0.png..image_{len(paths) - 1}.png', flush=True)
   return paths

@@ -42,7 +42,8 @@ def get_config():
 
 
 def train_synthetic(base: pathlib.Path) -> None:
-  """Trains into base/workdir; base/done holds '' on success, else the error."""
+  """Trains into base/workdir; base/done holds '' on success, else the error; the log (stderr)
+  goes to base/train.log."""
   shutil.rmtree(base, ignore_errors=True)
   workdir = base / 'workdir'
   workdir.mkdir(parents=True)
@@ -53,6 +54,7 @@ def train_synthetic(base: pathlib.Path) -> None:
   result = subprocess.run([sys.executable, 'main.py', f'--config={config}',
                            f'--workdir={workdir}'], cwd=REPO_ROOT, env=cli_environment(base),
                           capture_output=True, text=True, timeout=600)
+  (base / 'train.log').write_text(result.stderr)
   failure = '' if result.returncode == 0 else (
       f'training the synthetic model failed (exit {result.returncode}):\n{result.stderr[-4000:]}')
   (base / 'done').write_text(failure)
