@@ -1,4 +1,5 @@
-"""Variables-only Orbax checkpoints: exact round trip, never overwritten."""
+"""Orbax checkpoints: variables-only ones (exact round trip, never overwritten), a run's (fit
+checks, failed saves, the best), damaged ones (named, moved aside by training only)."""
 
 import os
 import re
@@ -148,7 +149,8 @@ def _saved_run(tmp_path, steps):
                                          optax.sgd(0.1, momentum=0.9))
   saved = TrainCheckpoints(tmp_path / 'checkpoints', keep_last=len(steps))
   for step in steps:
-    saved.save(step, state.replace(params={'w': params['w'] + step}), {'step': step})
+    saved.save(step, state.replace(params={'w': params['w'] + step}), {'step': step},
+               metrics={'top1': 0.1 * step})  # The newest is the best.
   saved.wait()
   saved.close()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -195,8 +197,9 @@ def test_damaged_newest_checkpoints_are_named_moved_aside_and_the_newest_readabl
     warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
     assert len(warnings) == 2
     for name, warning in zip(moved, sorted(warnings)):
-      assert re.fullmatch(rf'checkpoint step {name[0]} in {folder} cannot be read \(.+\); '
-                          rf'moved to {damaged / name}; resuming from step 1', warning), warning
+      assert re.fullmatch(rf'checkpoint step {name[0]} in {re.escape(str(folder))} cannot be '
+                          rf'read \(.+\); moved to {re.escape(str(damaged / name))}; resuming '
+                          'from step 1', warning), warning
     assert 'OUT_OF_RANGE' in sorted(warnings)[1]  # What TensorStore said of the short file.
     # Moved, not changed: every file as it was (the damaged ones too).
     assert _listing(damaged / moved[1]) == [(path[len('checkpoints/3/'):], size)
@@ -210,8 +213,7 @@ def test_damaged_newest_checkpoints_are_named_moved_aside_and_the_newest_readabl
 
 
 def test_no_readable_checkpoint_is_a_message_and_nothing_moves(tmp_path):
-  from clan_jax.train.checkpoints import (TrainCheckpoints, load_run_variables, read_run_meta,
-                                          save_variables)
+  from clan_jax.train.checkpoints import TrainCheckpoints, load_run_variables, read_run_meta
 
   _, target = _saved_run(tmp_path, steps=(1, 2))
   folder = tmp_path / 'checkpoints'
@@ -221,7 +223,8 @@ def test_no_readable_checkpoint_is_a_message_and_nothing_moves(tmp_path):
   before = _listing(tmp_path)
   checkpoints = TrainCheckpoints(folder, keep_last=2)
   try:
-    with pytest.raises(CheckpointError, match=rf'(?s)no checkpoint in {folder} can be read:\n'
+    with pytest.raises(CheckpointError, match=rf'(?s)no checkpoint in {re.escape(str(folder))} '
+                       r'can be read:\n'
                        r'  step 2: OUT_OF_RANGE: .+\n  step 1: its meta: .+\nNothing was '
                        'moved or deleted'):
       checkpoints.restore_newest_readable(target)
@@ -230,6 +233,9 @@ def test_no_readable_checkpoint_is_a_message_and_nothing_moves(tmp_path):
   variables = lambda: {'params': target.params, 'batch_stats': target.batch_stats}
   with pytest.raises(CheckpointError, match='no checkpoint in .* can be read'):
     load_run_variables(folder, 'latest', variables)
+  with pytest.raises(CheckpointError, match=r'the best checkpoint, step 2 in .*, cannot be read '
+                     r'\(OUT_OF_RANGE: .+\); use --checkpoint=latest'):
+    load_run_variables(folder, 'best', variables)
   with pytest.raises(CheckpointError, match='the meta of checkpoint step 1 in .* cannot be read'):
     read_run_meta(folder, 1)
   assert _listing(tmp_path) == before
