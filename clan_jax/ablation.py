@@ -15,7 +15,8 @@ its checkpoint (main.py's own resumption), so the same command continues a kille
 Each run's workdir keeps its command in ablation_run.json; a run made with other overrides
 is refused rather than mixed into the table. The table (workdir/ablation.md and .json) is
 rewritten after every run. SIGTERM or Ctrl-C stops the current run at its next step with a
-checkpoint (exit status 0, like main.py); progress and the ETA go to stderr.
+checkpoint and the ablation with exit status 75 (cli.EXIT_RESUMABLE, like main.py): run the
+same command to go on. Progress and the ETA go to stderr.
 """
 
 import os
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> int:
   markdown = table()
   if stopped:
     report_progress(stopped)
-    return 0
+    return cli.EXIT_RESUMABLE
   print(markdown)
   report_progress(f'table written to {os.path.join(FLAGS.workdir, "ablation.md")} and ablation.json')
   return 0

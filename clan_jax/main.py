@@ -18,7 +18,9 @@ splits against the official figures, the weights and the input pipeline on Image
 and times a few training steps to project the run's time (clan_jax/perf/preflight.py); a failed
 check ends with `error: preflight failed: ...` and exit status 1 (docs/TRAINING.md, Preflight).
 Invalid flags or config values, and missing dataset files, end with one message and exit
-status 2 before anything compiles.
+status 2 before anything compiles. Exit status 0: finished; 75 (cli.EXIT_RESUMABLE): SIGTERM or
+SIGINT stopped training after saving a checkpoint, run the same command to resume (a requeue
+loop or script: docs/TRAINING.md, Signals and exit status).
 
 Several processes (hosts) run the same command with --distributed (SLURM, Open MPI, Cloud
 TPU: detected) or with --coordinator_address, --num_processes and --process_id
@@ -92,7 +94,10 @@ def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.WARNING)
   workdir = os.path.expanduser(FLAGS.workdir)  # The shell leaves the ~ of --workdir=~/x.
   if FLAGS.mode == 'train':
-    loop.train_and_evaluate(config, workdir)
+    try:
+      loop.train_and_evaluate(config, workdir)
+    except loop.StoppedBySignal:  # Checkpoint saved: the scheduler should rerun the command.
+      return cli.EXIT_RESUMABLE
   elif FLAGS.mode == 'preflight':
     try:
       preflight.run_preflight(config, workdir)

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from clan_jax.experiments import ablation_runs
+from clan_jax.base.cli import EXIT_RESUMABLE
 from clan_jax.base.errors import UserError
+from clan_jax.experiments import ablation_runs
 from helpers.commands import run_cli
 
 
@@ -120,12 +121,23 @@ def test_a_stopped_run_ends_the_session_and_resumes_next_time(tmp_path):
   runs = _plan(tmp_path, variants=['clan'], seeds=(0,))
   (tmp_path / 'clan' / 'seed0' / 'checkpoints').mkdir(parents=True)
   ablation_runs._start_record(runs[0])  # As a killed session leaves it: a record, a checkpoint.
-  stopped = ablation_runs.execute(runs, FakeLauncher(signal_name='SIGTERM'))
+  stopped = ablation_runs.execute(runs, FakeLauncher(EXIT_RESUMABLE, signal_name='SIGTERM'))
   assert 'stopped by SIGTERM' in stopped and 'run the same command' in stopped
   launcher = FakeLauncher()
   assert ablation_runs.execute(runs, launcher) is None and len(launcher.commands) == 1
   record = json.loads((tmp_path / 'clan' / 'seed0' / 'ablation_run.json').read_text())
   assert record['resumed'] is True
+
+
+def test_a_run_stopped_by_its_own_signal_is_resumable_and_exit_0_without_results_fails(
+    tmp_path):
+  runs = _plan(tmp_path, variants=['clan'], seeds=(0,))
+  # The signal went to the run alone (not through the driver): main.py's status tells.
+  stopped = ablation_runs.execute(runs, FakeLauncher(EXIT_RESUMABLE))
+  assert stopped == '1/1 clan seed 0 stopped before its end; its checkpoint is kept: run the ' \
+                    'same command to resume.'
+  with pytest.raises(ablation_runs.RunFailed, match='exit status 0'):
+    ablation_runs.execute(runs, FakeLauncher(0, finish=False))
 
 
 def test_a_signal_as_a_run_ends_keeps_the_run_and_stops(tmp_path):

@@ -1,4 +1,8 @@
-"""Variables-only Orbax checkpoints: exact round trip, never overwritten."""
+"""Orbax checkpoints: variables-only ones (exact round trip, never overwritten), a run's (fit
+checks, failed saves, the best), damaged ones (named, moved aside by training only)."""
+
+import os
+import re
 
 import jax
 import numpy as np
@@ -128,3 +132,110 @@ def test_the_best_is_ranked_on_the_metric_given_and_its_meta_is_read_back(tmp_pa
   _, best = load_run_variables(tmp_path / 'checkpoints', 'best', target)
   assert best == 2
   assert read_run_meta(tmp_path / 'checkpoints', best)['val'] == {'split': 'val', 'top1': 0.9}
+
+
+def _saved_run(tmp_path, steps):
+  """A training run's checkpoints of a small state (random, so that the arrays' data lies in
+  files of their own), its state and the state's layout for restoring."""
+  import jax.numpy as jnp
+  import optax
+
+  from clan_jax.train import steps as train_steps
+  from clan_jax.train.checkpoints import TrainCheckpoints
+
+  rng = np.random.default_rng(0)
+  params = {'w': jnp.asarray(rng.standard_normal(2000), jnp.float32)}
+  state = train_steps.create_train_state(params, {'mean': jnp.zeros(3)},
+                                         optax.sgd(0.1, momentum=0.9))
+  saved = TrainCheckpoints(tmp_path / 'checkpoints', keep_last=len(steps))
+  for step in steps:
+    saved.save(step, state.replace(params={'w': params['w'] + step}), {'step': step},
+               metrics={'top1': 0.1 * step})  # The newest is the best.
+  saved.wait()
+  saved.close()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
+  return params['w'], target
+
+
+def _truncate(path):
+  with open(path, 'r+b') as f:
+    f.truncate(path.stat().st_size // 2)
+
+
+def _largest_file(folder):
+  return max((p for p in folder.rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def _listing(folder):
+  return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob('*'))
+
+
+def test_damaged_newest_checkpoints_are_named_moved_aside_and_the_newest_readable_restored(
+    tmp_path, caplog):
+  from clan_jax.train.checkpoints import TrainCheckpoints, load_run_variables
+
+  w, target = _saved_run(tmp_path, steps=(1, 2, 3))
+  folder = tmp_path / 'checkpoints'
+  _truncate(_largest_file(folder / '3' / 'state'))  # An array's data.
+  _truncate(folder / '2' / 'state' / '_METADATA')  # The layout.
+  before = _listing(tmp_path)
+  # Inference ('latest') reads the newest readable one and moves nothing.
+  variables, step = load_run_variables(
+      folder, 'latest', lambda: {'params': target.params, 'batch_stats': target.batch_stats})
+  assert step == 1 and np.array_equal(variables['params']['w'], w + 1)
+  assert _listing(tmp_path) == before
+  assert 'checkpoint step 3 in ' in caplog.text and 'using step 1 (nothing moved' in caplog.text
+  caplog.clear()
+  checkpoints = TrainCheckpoints(folder, keep_last=3)
+  try:
+    state, step = checkpoints.restore_newest_readable(target)
+    assert step == 1 and np.array_equal(state.params['w'], w + 1)
+    damaged = tmp_path / 'damaged_checkpoints'
+    moved = sorted(os.listdir(damaged))
+    assert [name.split('-')[0] for name in moved] == ['2', '3'] and os.listdir(folder) == ['1']
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+    assert len(warnings) == 2
+    for name, warning in zip(moved, sorted(warnings)):
+      assert re.fullmatch(rf'checkpoint step {name[0]} in {re.escape(str(folder))} cannot be '
+                          rf'read \(.+\); moved to {re.escape(str(damaged / name))}; resuming '
+                          'from step 1', warning), warning
+    assert 'OUT_OF_RANGE' in sorted(warnings)[1]  # What TensorStore said of the short file.
+    # Moved, not changed: every file as it was (the damaged ones too).
+    assert _listing(damaged / moved[1]) == [(path[len('checkpoints/3/'):], size)
+                                            for path, size in before
+                                            if path.startswith('checkpoints/3/')]
+    checkpoints.save(4, state, {'step': 4})  # Orbax forgot the moved ones.
+    checkpoints.wait()
+    assert checkpoints.manager.all_steps() == [1, 4]
+  finally:
+    checkpoints.close()
+
+
+def test_no_readable_checkpoint_is_a_message_and_nothing_moves(tmp_path):
+  from clan_jax.train.checkpoints import TrainCheckpoints, load_run_variables, read_run_meta
+
+  _, target = _saved_run(tmp_path, steps=(1, 2))
+  folder = tmp_path / 'checkpoints'
+  _truncate(_largest_file(folder / '2' / 'state'))
+  _truncate(folder / '1' / 'state' / '_METADATA')
+  (folder / '1' / 'meta' / 'metadata').unlink()  # A missing piece.
+  before = _listing(tmp_path)
+  checkpoints = TrainCheckpoints(folder, keep_last=2)
+  try:
+    with pytest.raises(CheckpointError, match=rf'(?s)no checkpoint in {re.escape(str(folder))} '
+                       r'can be read:\n'
+                       r'  step 2: OUT_OF_RANGE: .+\n  step 1: its meta: .+\nNothing was '
+                       'moved or deleted'):
+      checkpoints.restore_newest_readable(target)
+  finally:
+    checkpoints.close()
+  variables = lambda: {'params': target.params, 'batch_stats': target.batch_stats}
+  with pytest.raises(CheckpointError, match='no checkpoint in .* can be read'):
+    load_run_variables(folder, 'latest', variables)
+  with pytest.raises(CheckpointError, match=r'the best checkpoint, step 2 in .*, cannot be read '
+                     r'\(OUT_OF_RANGE: .+\); use --checkpoint=latest'):
+    load_run_variables(folder, 'best', variables)
+  with pytest.raises(CheckpointError, match='the meta of checkpoint step 1 in .* cannot be read'):
+    read_run_meta(folder, 1)
+  assert _listing(tmp_path) == before

@@ -1,4 +1,5 @@
-"""The main job end to end: train, resume after SIGKILL bit for bit, SIGTERM, NaN, eval.
+"""The main job end to end: train, resume after SIGKILL bit for bit, SIGTERM and SIGINT, a
+damaged checkpoint, NaN, eval.
 
 Runs `python main.py` in subprocesses on a tiny CLAN-R18 and a small synthetic dataset,
 sharing a persistent compilation cache so that each run compiles little.
@@ -7,6 +8,7 @@ sharing a persistent compilation cache so that each run compiles little.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from clan_jax.base.cli import EXIT_RESUMABLE
 from clan_jax.train.checkpoints import read_run_meta
 from helpers.commands import REPO_ROOT, cli_environment
 
@@ -182,21 +185,49 @@ def test_sigkill_then_resume_is_bit_identical(env, uninterrupted):
     assert np.array_equal(state[path], reference[path]), path
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(env):
-  workdir = env['base'] / 'terminated'
+@pytest.mark.parametrize('name', ['SIGTERM', 'SIGINT'])
+def test_a_signal_saves_a_checkpoint_and_exits_with_the_resumable_status(env, name):
+  workdir = env['base'] / f'stopped_by_{name}'
   process = subprocess.Popen(main_py(env, workdir, '--config.num_train_steps=400'),
                              cwd=REPO_ROOT, env=env['env'], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 240
   while not (workdir / 'checkpoints' / '4').exists() and time.time() < deadline:
     time.sleep(0.2)
-  process.send_signal(signal.SIGTERM)
+  process.send_signal(getattr(signal, name))
   stdout, stderr = process.communicate(timeout=120)
-  assert process.returncode == 0, stderr[-3000:]
-  assert 'stopped by SIGTERM at step' in stdout and 'Traceback' not in stderr
-  stopped_at = int(stdout.split('stopped by SIGTERM at step ')[1].split(';')[0])
+  # 75: neither finished (0) nor failed; a requeue loop reruns the command on it.
+  assert process.returncode == EXIT_RESUMABLE == 75, stderr[-3000:]
+  assert f'stopped by {name} at step' in stdout and 'Traceback' not in stderr
+  stopped_at = int(stdout.split(f'stopped by {name} at step ')[1].split(';')[0])
   assert 4 <= stopped_at < 400
   assert (workdir / 'checkpoints' / str(stopped_at)).exists()
+  assert not (workdir / 'eval_results.json').exists()
+
+
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_resumes_before_it(
+    env, uninterrupted):
+  reference_dir, _ = uninterrupted
+  workdir = env['base'] / 'damaged'
+  shutil.copytree(reference_dir, workdir)
+  (workdir / 'eval_results.json').unlink()  # As if stopped just after its last checkpoint.
+  data = max((p for p in (workdir / 'checkpoints' / '12').rglob('*') if p.is_file()),
+             key=lambda p: p.stat().st_size)
+  with open(data, 'r+b') as f:  # A copy or a disk that failed: a truncated file.
+    f.truncate(data.stat().st_size // 2)
+  truncated_size, inside = data.stat().st_size, data.relative_to(workdir / 'checkpoints' / '12')
+  result = run(env, workdir)
+  moved = os.listdir(workdir / 'damaged_checkpoints')
+  assert len(moved) == 1 and moved[0].startswith('12-')
+  assert (f'checkpoint step 12 in {workdir}/checkpoints cannot be read (OUT_OF_RANGE: '
+          in result.stderr)
+  assert (f'moved to {workdir}/damaged_checkpoints/{moved[0]}; resuming from step 8'
+          in result.stderr and 'Traceback' not in result.stderr)
+  # Moved as it was, never deleted.
+  assert (workdir / 'damaged_checkpoints' / moved[0] / inside).stat().st_size == truncated_size
+  # Steps 9 to 12 again, exactly: the same results as the run that was never damaged.
+  assert read_json(workdir / 'eval_results.json') == read_json(reference_dir /
+                                                               'eval_results.json')
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(env):

@@ -4,9 +4,10 @@ main.py's flags (--coordinator_address=127.0.0.1:PORT --num_processes=2 --proces
 start JAX's distributed runtime; the processes share one workdir, as hosts share storage.
 Launch 1 runs both processes until SIGTERM, sent to process 1 only, makes them agree on a
 step (JAX's preemption service), save a checkpoint together (Orbax: every process calls
-save) and exit; launch 2 resumes both from it to the last step. The reference is one
-process with 4 devices that never stops. The final parameters' and BatchNorm statistics'
-updates (final minus initial) must agree to 1e-6 of each array's largest update.
+save) and both exit with the resumable status (75); launch 2 resumes both from it to the
+last step. The reference is one process with 4 devices that never stops. The final
+parameters' and BatchNorm statistics' updates (final minus initial) must agree to 1e-6 of
+each array's largest update.
 
 Why float64: in float32 the two topologies' all-reduces (gloo between processes, XLA's
 within one) sum in different orders, and this small, randomly initialised network (batch 4,
@@ -35,6 +36,7 @@ import time
 import numpy as np
 import pytest
 
+from clan_jax.base.cli import EXIT_RESUMABLE
 from helpers.commands import REPO_ROOT, cli_environment
 
 STEPS = 6
@@ -148,19 +150,20 @@ class Job:
     for process in self.processes:
       process.wait()
 
-  def wait(self, timeout: float):
-    """Waits for every process to exit 0; kills all at the first failure or at the timeout."""
+  def wait(self, timeout: float, status: int = 0):
+    """Waits for every process to exit with `status`; kills all at the first other status or
+    at the timeout."""
     deadline = time.time() + timeout
     try:
       while any(p.poll() is None for p in self.processes):
-        failed = [p for p in self.processes if p.poll() not in (None, 0)]
+        failed = [p for p in self.processes if p.poll() not in (None, status)]
         if failed or time.time() > deadline:
           break
         time.sleep(0.1)
     finally:
       self.kill()
     codes = [p.returncode for p in self.processes]
-    if codes != [0] * len(codes):
+    if codes != [status] * len(codes):
       details = '\n'.join(f'--- process {i}: exit {code}\n{self.output(i)[0][-2000:]}\n'
                           f'{self.output(i)[1][-4000:]}' for i, code in enumerate(codes))
       pytest.fail(f'a process failed or timed out (-9: killed here)\n{details}')
@@ -219,7 +222,7 @@ def runs(tmp_path_factory):
     jobs.append(two_processes(workdir, base / 'first'))
     wait_for(workdir / 'checkpoints' / '2', jobs[1], timeout=300)
     jobs[1].processes[1].send_signal(signal.SIGTERM)
-    first_outputs = jobs[1].wait(120)
+    first_outputs = jobs[1].wait(120, status=EXIT_RESUMABLE)  # Both: stopped, to resume.
     jobs.append(two_processes(workdir, base / 'second'))
     second_outputs = jobs[2].wait(300)
     jobs[0].wait(300)

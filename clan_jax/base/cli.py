@@ -1,7 +1,8 @@
 """Shared plumbing of the command-line tools: user errors become messages, not tracebacks.
 
 Exit codes: 0 success, 1 a check that failed (e.g. parity above tolerance),
-2 a user error (bad flag or config value, missing or refused file).
+2 a user error (bad flag or config value, missing or refused file), 75 (EXIT_RESUMABLE)
+stopped by a signal after saving a checkpoint: rerun the same command to resume.
 """
 
 import os
@@ -14,6 +15,11 @@ from clan_jax.base import quiet
 from clan_jax.base.errors import UserError
 
 EXIT_USER_ERROR = 2
+# Training (and the ablation) stopped by SIGTERM or SIGINT after saving a checkpoint: not
+# finished, not failed; a requeue loop reruns the command on this status only. 75 is
+# EX_TEMPFAIL of BSD's sysexits.h (/usr/include/sysexits.h on Linux): "temp failure; user is
+# invited to retry".
+EXIT_RESUMABLE = 75
 # --checkpoint, spelled the same on every command (clan_jax/inference/model_source.py).
 CHECKPOINT_HELP = ("Which weights: 'latest' or 'best' (a checkpoint of --workdir), or a path: a "
                    'variables checkpoint folder (clan_jax.convert) or a PyTorch file of the '

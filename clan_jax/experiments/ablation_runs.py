@@ -15,10 +15,11 @@ import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
-from clan_jax.experiments import ablation_table
+from clan_jax.base.cli import EXIT_RESUMABLE
 from clan_jax.base.errors import UserError
 from clan_jax.base.files import write_json
 from clan_jax.base.text import format_duration, plural
+from clan_jax.experiments import ablation_table
 
 # The variants: the model fields each sets, always all of them, so that the table says
 # exactly what ran whatever the base config holds.
@@ -204,7 +205,7 @@ def launch(command: Sequence[str], log_path: str) -> tuple[int, Optional[str]]:
     def forward(signum, frame):
       del frame
       stopped.append(signal.Signals(signum).name)
-      process.send_signal(signum)  # main.py saves a checkpoint and exits at its next step.
+      process.send_signal(signum)  # main.py saves a checkpoint, exits 75 at its next step.
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -275,7 +276,9 @@ def execute(runs: Sequence[PlannedRun], launcher: Callable = launch,
     returncode, signal_name = launcher(run.command, log_path)
     wall = time.monotonic() - start
     result = finished_result(run)
-    if result is None and (signal_name or returncode == 0):
+    # Stopped with its checkpoint (main.py's EXIT_RESUMABLE, also when the signal went to the
+    # run alone), or by a signal passed on before main.py could catch it.
+    if result is None and (signal_name or returncode == EXIT_RESUMABLE):
       return (f'{name} stopped{f" by {signal_name}" if signal_name else ""} before its end; '
               'its checkpoint is kept: run the same command to resume.')
     if result is None:

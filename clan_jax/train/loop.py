@@ -71,6 +71,16 @@ def compile_steps(run: Run, tx, schedules):
   return train, compile_eval_step(run)
 
 
+class StoppedBySignal(Exception):
+  """SIGTERM or SIGINT stopped the run after saving a checkpoint: not finished, not failed;
+  the same call (main.py: the same command, exit status cli.EXIT_RESUMABLE) resumes it."""
+
+  def __init__(self, signal_name: str, step: int, directory: str):
+    super().__init__(f'stopped by {signal_name} at step {step}; checkpoint saved in '
+                     f'{directory}; run the same command to resume.')
+    self.signal_name, self.step = signal_name, step
+
+
 class _Signals:
   """SIGTERM (and SIGINT) ask the loop to checkpoint and stop.
 
@@ -133,11 +143,11 @@ def _eval_images(run: Run) -> int:
 
 
 def train_and_evaluate(config: Any, workdir: str) -> dict:
-  """Trains (resuming from the latest checkpoint), evaluates the final state, and returns
-  the contents of eval_results.json ({} if a signal stopped the run). A run already trained
-  to its end and evaluated is only reported (run_report); process 0 holds workdir/training.lock
-  from the workdir's check to the end (workdir_lock); a run that fails before its first step
-  takes back what it wrote in the workdir (unstarted_run)."""
+  """Trains (resuming from the newest readable checkpoint), evaluates the final state, and
+  returns the contents of eval_results.json; StoppedBySignal after a signal's checkpoint. A
+  run already trained to its end and evaluated is only reported (run_report); process 0 holds
+  workdir/training.lock from the workdir's check to the end (workdir_lock); a run that fails
+  before its first step takes back what it wrote in the workdir (unstarted_run)."""
   finished = run_report.report_if_finished(config, workdir)
   if finished is not None:
     return finished
@@ -159,8 +169,9 @@ def _train_and_evaluate(config: Any, workdir: str, cleanup: UnstartedRunCleanup,
   else:
     abstract = abstract_train_state(run)
     tx, schedules = optimizer_for_run(run, abstract.params)
-    state = ckpt.restore(latest, abstract)
-    logging.info('resuming from the checkpoint at step %d', latest)
+    # Newer checkpoints that cannot be read are moved aside, each with a warning.
+    state, resumed = ckpt.restore_newest_readable(abstract)
+    logging.info('resuming from the checkpoint at step %d', resumed)
   write_run_files(run)
   train_fn, eval_fn = compile_steps(run, tx, schedules)
   train_fn = cleanup.counting_steps(train_fn)
@@ -170,7 +181,7 @@ def _train_and_evaluate(config: Any, workdir: str, cleanup: UnstartedRunCleanup,
   try:
     state, results = _train_loop(run, state, train_fn, eval_fn, ckpt, writer, signals, figures)
     if signals.received:
-      return {}
+      raise StoppedBySignal(signals.received, int(state.step), ckpt.directory)
     if results is None:  # Trained to the end, not evaluated: evaluate the restored state.
       results = run_evaluation(run, eval_fn, state.variables, 'final', int(state.step),
                                training_selection(run))
