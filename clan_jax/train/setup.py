@@ -145,15 +145,17 @@ def initial_training_variables(run: Run) -> dict:
                  'backbone only' if init.torch_backbone_only else 'whole model')
     return torch_to_flax(arrays, run.model, image_size=size,
                          backbone_only=init.torch_backbone_only, rng=rng)
-  images = jnp.zeros((1, size, size, 3), jnp.float32)
-  variables = jax.jit(functools.partial(run.model.init, train=False))(rng, images)
+  # Logged before the initialiser compiles: up to a minute on a CPU without another line.
   if init.checkpoint:
     logging.info('initialising from %s', init.checkpoint)
-    variables = checkpoints.load_variables_checkpoint_like(
-        init.checkpoint, variables, f'init.checkpoint={init.checkpoint}')
   else:  # validate_training_start allowed it: init.from_scratch=True, or synthetic data.
     logging.info('initialising from random weights (seed %d), no ImageNet backbone',
                  run.config.seed)
+  images = jnp.zeros((1, size, size, 3), jnp.float32)
+  variables = jax.jit(functools.partial(run.model.init, train=False))(rng, images)
+  if init.checkpoint:
+    variables = checkpoints.load_variables_checkpoint_like(
+        init.checkpoint, variables, f'init.checkpoint={init.checkpoint}')
   return variables
 
 
