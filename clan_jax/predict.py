@@ -12,15 +12,16 @@ same). With --workdir the model, image sizes and class names come from the workd
 (config.json and classes.json, written by training; --config replaces config.json). Without
 it, --config is required and the class names come from the config's dataset if it is
 prepared (else they are numbered, with a warning); a variables checkpoint also needs
-dataset.num_classes. Each image goes through clan_jax.datasets.preprocess's eval transform, the one evaluation uses: any mode (RGBA, grayscale, CMYK, palette, 16-bit)
-becomes RGB, then the square resize to dataset.resize_size and the centre crop to
-dataset.crop_size. Probabilities are the softmax of the fused logits (model.fusion).
+dataset.num_classes. Each image goes through clan_jax.datasets.preprocess's eval transform,
+the one evaluation uses: any mode (RGBA, grayscale, CMYK, palette, 16-bit) becomes RGB, then
+the square resize to dataset.resize_size and the centre crop to dataset.crop_size. Probabilities are the softmax of the fused logits (model.fusion).
 
 --figures=DIR also writes each image's attention figure (the one drawing of --mode=visualize,
-docs/VISUALIZE.md; a CLAN with CLSA or CLCA) as DIR/<image name without extension>_attention.png
-(repeated names numbered: x_attention.png, x_2_attention.png); a rerun overwrites them. The
-title gives the predicted class and, when the image's folder is named after a class (as in a
-folder dataset, root/test/<class>/x.jpg), the true one; a wrong prediction is marked.
+docs/VISUALIZE.md; a CLAN with CLSA or CLCA) as DIR/<name without extension>_attention.png
+(repeated names numbered: x_attention.png, x_2_attention.png; never an image given); a rerun
+overwrites them. The title gives the predicted class and, when the image's folder is named
+after a class (as in a folder dataset, root/test/<class>/x.jpg), the true one; a wrong
+prediction is marked.
 
 Output, in the order of the arguments: per image its path and up to 5 lines
 `  0.8123  <class name> (label 3)` (with --figures, then `  figure: PATH`); with --json one

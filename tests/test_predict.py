@@ -193,10 +193,15 @@ def test_figures_mark_a_prediction_that_the_folder_name_contradicts(figures_run)
     assert red == (known and not right), name
 
 
-def test_figure_names_come_from_the_image_names():
-  assert predictor.figure_names(['a/x.jpg', 'b/x.jpg', 'x.png', 'x_2.jpg', 'y', 'c/.z']) == [
+def test_figure_names_come_from_the_image_names_and_never_replace_one(tmp_path):
+  names = ['a/x.jpg', 'b/x.jpg', 'x.png', 'x_2.jpg', 'y', 'c/.z']
+  assert predictor.figure_paths(names, 'out') == [os.path.join('out', name) for name in (
       'x_attention.png', 'x_2_attention.png', 'x_3_attention.png', 'x_2_2_attention.png',
-      'y_attention.png', '.z_attention.png']
+      'y_attention.png', '.z_attention.png')]
+  # The figures' folder holds the images, one of them named as x.png's figure would be.
+  images = [str(tmp_path / 'x.png'), str(tmp_path / 'x_attention.png')]
+  assert predictor.figure_paths(images, str(tmp_path)) == [
+      str(tmp_path / 'x_2_attention.png'), str(tmp_path / 'x_attention_attention.png')]
 
 
 def test_the_true_class_is_the_folders_name_when_it_is_a_class(tmp_path):

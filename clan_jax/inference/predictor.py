@@ -26,7 +26,7 @@ from clan_jax.viz.attention import attention_forward, missing_attention_maps
 from clan_jax.viz.figures import attention_figures
 
 TOP_K = 5
-FIGURE_SUFFIX = '_attention.png'  # DIR/bird1_attention.png for bird1.jpg: never an input's name.
+FIGURE_SUFFIX = '_attention.png'  # DIR/bird1_attention.png for bird1.jpg.
 
 
 @dataclasses.dataclass
@@ -88,7 +88,7 @@ class Predictor:
     gets {'figure': path}."""
     if figures_dir is not None:
       self.check_figures()
-      figure_paths = [os.path.join(figures_dir, name) for name in figure_names(paths)]
+      destinations = figure_paths(paths, figures_dir)
       make_figures_dir(figures_dir)
     # Every batch has the same size (the last one padded), so the forward compiles once.
     size = max(1, min(batch_size, len(paths)))
@@ -108,9 +108,9 @@ class Predictor:
         if figures_dir is None:
           outputs = self.probabilities(batch)
         else:
+          figures = {i: destinations[start + i] for i in images}
           outputs = self._write_figures(batch, [chunk[i] for i in images],
-                                        [figure_paths[start + i] for i in images])
-          figures = {i: figure_paths[start + i] for i in images}
+                                        list(figures.values()))
         probabilities = {i: outputs[row] for row, i in enumerate(images)}
       for i, path in enumerate(chunk):
         if i in errors:
@@ -120,7 +120,7 @@ class Predictor:
           yield {**record, 'figure': figures[i]} if i in figures else record
 
   def _write_figures(self, batch: np.ndarray, paths: Sequence[str],
-                     figure_paths: Sequence[str]) -> np.ndarray:
+                     destinations: Sequence[str]) -> np.ndarray:
     """Draws the figures of the first len(paths) rows of the batch; returns the batch's
     probabilities."""
     outputs = self.figure_outputs(batch)
@@ -130,25 +130,26 @@ class Predictor:
         jax.tree.map(lambda array: array[:count], outputs), self.class_names,
         self.model.mid_names, self.query_position, self.model_config.clca_kind,
         names=[os.path.basename(path) for path in paths])
-    for figure, figure_path in zip(drawn, figure_paths):
-      write_png(figure, figure_path)
+    for figure, destination in zip(drawn, destinations):
+      write_png(figure, destination)
     return outputs['probabilities']
 
 
-def figure_names(paths: Sequence[str]) -> list[str]:
-  """Each image's figure file name: its name without the extension, then FIGURE_SUFFIX;
+def figure_paths(paths: Sequence[str], directory: str) -> list[str]:
+  """Each image's figure in `directory`: its name without the extension, then FIGURE_SUFFIX;
   repeated names (a/x.jpg, b/x.jpg, x.png) numbered in order: x_attention.png,
-  x_2_attention.png, ..."""
-  names, used = [], set()
+  x_2_attention.png, ...; never one of the images given (a figure never replaces an input)."""
+  taken = {os.path.realpath(path) for path in paths}
+  figures = []
   for path in paths:
     stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or 'image'
-    name, count = stem + FIGURE_SUFFIX, 1
-    while name in used:
+    figure, count = os.path.join(directory, stem + FIGURE_SUFFIX), 1
+    while os.path.realpath(figure) in taken:
       count += 1
-      name = f'{stem}_{count}{FIGURE_SUFFIX}'
-    used.add(name)
-    names.append(name)
-  return names
+      figure = os.path.join(directory, f'{stem}_{count}{FIGURE_SUFFIX}')
+    taken.add(os.path.realpath(figure))
+    figures.append(figure)
+  return figures
 
 
 def folder_label(path: str, class_names: Sequence[str]) -> Optional[int]:
