@@ -6,13 +6,13 @@
         --config.dataset.root=$HOME/my_birds --config.init.torch_checkpoint=resnet18-f37072fd.pth
 
 Expected time for 10 classes x 50 images (40 of them for training: 25 steps an epoch, 375
-in all, 15 evaluations): about 8 minutes on 2 idle CPU cores, about 1 step/s. Measured
-2026-12-04 on the project's 2-core VM while other jobs ran (load average 3-5), on a
-generated folder of that size: 13 min wall clock, 921 CPU-seconds in all (0.4-0.8 steps/s);
-8 minutes is those CPU-seconds over 2 cores. Time grows with the number of training images;
---mode=preflight (same flags) times a few steps on your machine first. The full-size recipe,
-CLAN-R50 at 448 px for 100 epochs, takes about 27 s a step on such a CPU (about 20 hours for
-the same folder): docs/DATA.md, *Your own images*, has both side by side, with a GPU.
+in all, 15 evaluations), as measured on 2 idle CPU cores (AMD EPYC VM, 2026-12-04, on a
+generated folder of that size): 10 min 56 s from the command to the figures, 0.6-0.9
+steps/s, about 40 s an epoch (the demo ran at 1.1-1.3 steps/s on that VM that hour). Time
+grows with the number of training images; --mode=preflight (same flags) times a few steps
+on your machine first. The full-size recipe, CLAN-R50 at 448 px for 100 epochs, takes about
+27 s a step on such a CPU (about 20 hours for the same folder): docs/DATA.md, *Your own
+images*, has both side by side, with a GPU.
 Expected accuracy: not measured by this project (it depends on your images).
 
 Why ImageNet weights: from scratch, a ResNet learns from a few hundred real photos only the
