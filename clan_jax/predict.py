@@ -3,6 +3,7 @@ r"""Top-5 classes of image files, from a training workdir or a PyTorch checkpoin
     python -m clan_jax.predict --workdir=runs/cub [--checkpoint=latest|best|PATH] bird1.jpg
     python -m clan_jax.predict --checkpoint=clan_r50_cub.pth --config=configs/cub.py \
         [--config.KEY=VALUE ...] IMAGE ...
+    python -m clan_jax.predict --workdir=runs/cub --figures=DIR IMAGE ...   # and the figures
 
 --checkpoint is spelled as for `main.py --mode=eval` (clan_jax/inference/model_source.py):
 latest or best of --workdir, or a path (a variables checkpoint folder written by
@@ -11,14 +12,22 @@ same). With --workdir the model, image sizes and class names come from the workd
 (config.json and classes.json, written by training; --config replaces config.json). Without
 it, --config is required and the class names come from the config's dataset if it is
 prepared (else they are numbered, with a warning); a variables checkpoint also needs
-dataset.num_classes. Each image goes through clan_jax.datasets.preprocess's eval transform, the one evaluation uses: any mode (RGBA, grayscale, CMYK, palette, 16-bit)
-becomes RGB, then the square resize to dataset.resize_size and the centre crop to
-dataset.crop_size. Probabilities are the softmax of the fused logits (model.fusion).
+dataset.num_classes. Each image goes through clan_jax.datasets.preprocess's eval transform,
+the one evaluation uses: any mode (RGBA, grayscale, CMYK, palette, 16-bit) becomes RGB, then
+the square resize to dataset.resize_size and the centre crop to dataset.crop_size. Probabilities are the softmax of the fused logits (model.fusion).
+
+--figures=DIR also writes each image's attention figure (the one drawing of --mode=visualize,
+docs/VISUALIZE.md; a CLAN with CLSA or CLCA) as DIR/<name without extension>_attention.png
+(repeated names numbered: x_attention.png, x_2_attention.png; never an image given); a rerun
+overwrites them. The title gives the predicted class and, when the image's folder is named
+after a class (as in a folder dataset, root/test/<class>/x.jpg), the true one; a wrong
+prediction is marked.
 
 Output, in the order of the arguments: per image its path and up to 5 lines
-`  0.8123  <class name> (label 3)`; with --json one object per line on stdout (logs go to
-stderr):
+`  0.8123  <class name> (label 3)` (with --figures, then `  figure: PATH`); with --json one
+object per line on stdout (logs go to stderr):
     {"image": path, "top5": [{"label": int, "name": str, "prob": float}, ...]}
+    {"image": path, "top5": [...], "figure": path}      with --figures
     {"image": path, "error": str}      for a missing or unreadable file
 An unreadable file does not stop the others. Exit status: 0 all predicted, 1 some image could
 not be read, 2 a user error (no such workdir or checkpoint, bad flag).
@@ -26,6 +35,7 @@ not be read, 2 a user error (no such workdir or checkpoint, bad flag).
 
 import json
 import logging
+import os
 import sys
 
 from absl import flags
@@ -57,6 +67,8 @@ def _define_flags() -> None:
                     'trust it.')
   flags.DEFINE_integer('batch_size', 32, 'Images per forward pass.')
   flags.DEFINE_bool('json', False, 'One JSON object per image and line on stdout.')
+  flags.DEFINE_string('figures', None, 'Also write each image\'s attention figure into this '
+                      'folder, as <image name>_attention.png (docs/VISUALIZE.md).')
 
 
 def _load_predictor(library, flags_, config):
@@ -93,9 +105,13 @@ def main(argv: list[str]) -> int:
   logging.info('predicting %s with %s: %s, %d px', plural(len(paths), 'image'), predictor.source,
                plural(len(predictor.class_names), 'class', 'classes'), predictor.crop_size)
   failed = 0
-  for record in predictor.predict_files(paths, flags_.batch_size):
+  figures_dir = os.path.expanduser(flags_.figures) if flags_.figures else None
+  for record in predictor.predict_files(paths, flags_.batch_size, figures_dir):
     failed += 'error' in record
     print(json.dumps(record) if flags_.json else library.format_record(record), flush=True)
+  if figures_dir:
+    print(f'wrote {plural(len(paths) - failed, "attention figure")} to {figures_dir}',
+          file=sys.stderr)
   if failed:
     print(f'{failed} of {plural(len(paths), "image")} could not be read.', file=sys.stderr)
     return EXIT_UNREADABLE

@@ -4,10 +4,11 @@ import importlib
 
 import pytest
 
+from clan_jax.base.errors import ConfigError
 from clan_jax.config.validation import validate_config
 from helpers.commands import REPO_ROOT
 
-CONFIGS = ['default', 'cub', 'cars', 'aircraft', 'dogs', 'demo']
+CONFIGS = ['default', 'cub', 'cars', 'aircraft', 'dogs', 'demo', 'folder_small']
 REAL_DATASET_RECIPES = ['cub', 'cars', 'aircraft', 'dogs']
 # CLAN_SPEC v2's recipe (docs/MODEL.md, "Training recipe"): what the recipes must train with.
 SPEC_V2_OPTIMIZER = dict(name='sgd', learning_rate=0.01, backbone_learning_rate=0.001,
@@ -17,9 +18,11 @@ WEIGHTS_URL = 'https://download.pytorch.org/models/resnet50-0676ba61.pth'
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_config_is_valid_and_documented(name):
+def test_config_is_valid_and_documented(name, tmp_path):
   module = importlib.import_module(f'configs.{name}')
   config = module.get_config()
+  if config.dataset.name == 'folder':  # The user's folder: --config.dataset.root=DIR.
+    config.dataset.root = str(tmp_path)
   validate_config(config)
   doc = module.__doc__ or ''
   assert f'--config=configs/{name}.py' in doc or (name == 'demo' and 'make demo' in doc)
@@ -29,7 +32,7 @@ def test_config_is_valid_and_documented(name):
 def test_recipes_use_their_dataset_and_splits():
   expected = {'cub': ('cub', 'train'), 'cars': ('cars', 'train'),
               'aircraft': ('aircraft', 'trainval'), 'dogs': ('dogs', 'train'),
-              'demo': ('synthetic', 'train')}
+              'demo': ('synthetic', 'train'), 'folder_small': ('folder', 'train')}
   for name, (dataset, split) in expected.items():
     config = importlib.import_module(f'configs.{name}').get_config()
     assert (config.dataset.name, config.dataset.train_split) == (dataset, split)
@@ -55,3 +58,18 @@ def test_real_dataset_recipes_say_how_to_start(name):
                  f'--config=configs/{name}.py --workdir=runs/{name} --mode=preflight',
                  '--config.init.from_scratch=True', 'final checkpoint, single centre crop'):
     assert needle in ' '.join(doc.split()), needle
+
+
+def test_folder_small_is_the_demos_model_on_your_folder():
+  """CPU-sized: the demo's model, small images, few epochs; the folder is the user's to give."""
+  from configs import demo, folder_small
+
+  config = folder_small.get_config()
+  for key in ('depth', 'clca_dim', 'head_dim'):
+    assert config.model[key] == demo.get_config().model[key], key
+  assert config.dataset.crop_size <= 128 and config.num_epochs <= 20
+  assert config.optimizer.name == 'adamw' and config.visualize.after_training
+  with pytest.raises(ConfigError, match=r"dataset.root is empty; dataset.name='folder' reads"):
+    validate_config(config)
+  doc = ' '.join(folder_small.__doc__.split())
+  assert '--config.dataset.root=' in doc and '--config.init.from_scratch=True' in doc

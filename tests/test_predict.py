@@ -5,6 +5,7 @@ on easy synthetic classes) and on test images of its own synthetic dataset, save
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,8 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clan_jax.base.errors import UserError
 from clan_jax.inference import predictor
+from clan_jax.viz import figures
 from helpers.commands import REPO_ROOT, cli_environment
+from helpers.figure_pixels import has_red_title
 from helpers.trained_model import TRAINED_SYNTHETIC_EVAL_STEPS, synthetic_test_image
 
 # With `pytest -n N --dist loadgroup`, one worker runs the tests of the shared trained model.
@@ -147,12 +151,76 @@ def test_human_output_is_the_path_and_a_line_per_class(trained_synthetic_workdir
   assert 'checkpoint step 40 (latest)' in result.stderr
 
 
+@pytest.fixture(scope='module')
+def figures_run(trained_synthetic_workdir, image_files, tmp_path_factory):
+  """One --json --figures run: images in folders named after their class (the true one, or
+  another one), one in a folder that is no class, one unreadable; two share a name."""
+  names = json.loads((trained_synthetic_workdir / 'classes.json').read_text())['classes']
+  base = tmp_path_factory.mktemp('by_class')
+  paths, expected = [], {}  # expected: figure name -> (true class known, prediction right)
+  for index, true_folder in ((0, True), (1, True), (2, False)):
+    path, label = image_files[f'test{index}.png']
+    folder = base / names[label if true_folder else (label + 1) % len(names)]
+    folder.mkdir(exist_ok=True)
+    paths.append(folder / path.name)
+    paths[-1].write_bytes(path.read_bytes())
+    expected[f'test{index}_attention.png'] = (True, true_folder)
+  paths.append(image_files['test0.png'][0])  # Its folder is no class; the name is taken.
+  expected['test0_2_attention.png'] = (False, None)
+  paths.append(image_files['broken.jpg'][0])  # No figure.
+  out = tmp_path_factory.mktemp('figures') / 'new'  # Created by the command.
+  result = run_predict(trained_synthetic_workdir, f'--workdir={trained_synthetic_workdir}',
+                       f'--figures={out}', '--json', '--batch_size=2', *paths, returncode=1)
+  return result, out, [json.loads(line) for line in result.stdout.splitlines()], expected
+
+
+def test_figures_writes_one_png_per_predicted_image_named_after_it(figures_run):
+  result, out, records, expected = figures_run
+  assert sorted(os.listdir(out)) == sorted(expected)
+  assert [record.get('figure') for record in records] == [
+      str(out / name) for name in expected] + [None]  # The unreadable file: none.
+  assert f'wrote 4 attention figures to {out}' in result.stderr
+  for name in expected:
+    with Image.open(out / name) as figure:
+      assert figure.mode == 'RGB' and figure.width == round(6 * figures.PANEL_INCHES *
+                                                            figures.DPI)
+
+
+def test_figures_mark_a_prediction_that_the_folder_name_contradicts(figures_run):
+  _, out, _, expected = figures_run
+  for name, (known, right) in expected.items():
+    red = has_red_title(np.asarray(Image.open(out / name)))
+    assert red == (known and not right), name
+
+
+def test_figure_names_come_from_the_image_names_and_never_replace_one(tmp_path):
+  names = ['a/x.jpg', 'b/x.jpg', 'x.png', 'x_2.jpg', 'y', 'c/.z']
+  assert predictor.figure_paths(names, 'out') == [os.path.join('out', name) for name in (
+      'x_attention.png', 'x_2_attention.png', 'x_3_attention.png', 'x_2_2_attention.png',
+      'y_attention.png', '.z_attention.png')]
+  # The figures' folder holds the images, one of them named as x.png's figure would be.
+  images = [str(tmp_path / 'x.png'), str(tmp_path / 'x_attention.png')]
+  assert predictor.figure_paths(images, str(tmp_path)) == [
+      str(tmp_path / 'x_2_attention.png'), str(tmp_path / 'x_attention_attention.png')]
+
+
+def test_the_true_class_is_the_folders_name_when_it_is_a_class(tmp_path):
+  assert predictor.folder_label('root/test/wren/1.jpg', ['finch', 'wren']) == 1
+  assert predictor.folder_label('photos/1.jpg', ['finch', 'wren']) is None
+  assert predictor.folder_label('1.jpg', ['finch', 'wren']) is None  # The current folder.
+  (tmp_path / 'file').write_text('')
+  with pytest.raises(UserError, match='--figures=.*/file is a file; give a folder'):
+    predictor.make_figures_dir(str(tmp_path / 'file'))
+
+
 def test_format_record():
   record = {'image': 'a.jpg', 'top5': [{'label': 3, 'name': 'wren', 'prob': 0.81234},
                                        {'label': 0, 'name': 'tit', 'prob': 0.1}]}
   assert predictor.format_record(record) == 'a.jpg\n  0.8123  wren (label 3)\n  0.1000  tit (label 0)'
   assert predictor.format_record({'image': 'b.jpg', 'error': 'b.jpg: no such image file.'}) == (
       'b.jpg\n  error: b.jpg: no such image file.')
+  assert predictor.format_record({**record, 'figure': 'f/a_attention.png'}).endswith(
+      '(label 0)\n  figure: f/a_attention.png')
 
 
 def test_top_k_breaks_ties_by_label_and_stops_at_k():
@@ -225,8 +293,6 @@ def test_user_errors_are_messages_with_status_2(trained_synthetic_workdir, tmp_p
 
 def test_a_workdir_under_home_written_with_a_tilde(tmp_path, monkeypatch):
   """The shell passes the ~ of --workdir=~/run as it is: it is the home folder."""
-  from clan_jax.base.errors import UserError
-
   monkeypatch.setenv('HOME', str(tmp_path))
   (tmp_path / 'run').mkdir()
   with pytest.raises(UserError, match='^--workdir=~/run is not a training workdir'):

@@ -22,6 +22,7 @@ from clan_jax.inference.run_modes import visualize_run
 from clan_jax.train.loop import train_and_evaluate
 from clan_jax.viz import attention, figures
 from helpers.commands import REPO_ROOT, cli_environment
+from helpers.figure_pixels import has_red_title, title_band
 from helpers.configs import load_config_file
 from helpers.trained_model import TRAINED_SYNTHETIC_EVAL_STEPS, TRAINED_SYNTHETIC_STEPS
 from configs import default
@@ -95,10 +96,11 @@ def test_cross_attention_panels_titles_markers_and_hot_spots():
           for n, a in outputs['clca'].items()}
   clsa = {n: m[0] for n, m in outputs['clsa'].items()}
   panels = figures.example_panels(_grey_image(), clsa, clca, MIDS, (0.5, 0.5))
-  assert [p.title.split('\n')[0] for p in panels] == [
+  assert [p.title for p in panels] == [
       'input', 'CLSA layer2', 'CLSA layer3', 'CLSA fused', 'CLCA layer2 row at (4, 4)',
       'CLCA layer3 row at (2, 2)']
-  assert panels[1].title.split('\n')[1] == '0..1'  # The panel's value range.
+  assert panels[0].value_range is None  # The input has no colour bar.
+  assert panels[1].value_range == (0.0, 1.0)  # The ends of the map's colour bar.
   # The query's cell centre, on its mid map's CLSA and CLCA panels.
   assert [p.marker for p in panels] == [None, (35.5, 35.5), (39.5, 39.5), None, (35.5, 35.5),
                                         (39.5, 39.5)]
@@ -118,13 +120,58 @@ def test_figures_from_the_full_attention_are_one_fixed_size_image_each():
   assert all(f.dtype == np.uint8 for f in drawn) and not np.array_equal(*drawn)
 
 
+@pytest.mark.parametrize('low, high, labels', [
+    (1.09e-33, 1.0, ('0.0', '1.0')),  # A saturated sigmoid map: not '1.09e-33..1'.
+    (-1e-9, 0.5, ('0.00', '0.50')),  # No '-0.00'.
+    (0.0012, 0.0051, ('0.0012', '0.0051')),  # An attention row over a 14x14 map.
+    (0.9987, 0.9999, ('0.9987', '0.9999')),  # A narrow range keeps its digits.
+    (0.25, 0.25, ('0.25', '0.25')),  # A constant map: its value.
+    (3.2e-7, 5.1e-6, ('3.2e-07', '5.1e-06')),  # Tiny ranges in scientific notation,
+    (1e-33, 2e-6, ('0', '2.0e-06')),  # with residues far below them shown as 0.
+    (12.3, 1234.5, ('12', '1234')),
+    (0.0, 0.0, ('0', '0')),
+    (float('nan'), 1.0, ('nan', '1')),  # A diverged model, shown as it is.
+])
+def test_range_labels_are_readable(low, high, labels):
+  assert figures.range_labels(low, high) == labels
+  assert figures.format_range(low, high) == '..'.join(labels)
+
+
+def test_a_wrong_prediction_is_titled_in_words_and_in_red():
+  assert figures.figure_title('image 3', 'wren', 0.934, 'finch') == (
+      'image 3: WRONG: predicted wren (0.93), true finch', figures.WRONG_COLOUR)
+  assert figures.figure_title('image 3', 'wren', 0.934, 'wren') == (
+      'image 3: predicted wren (0.93), true wren', figures.TITLE_COLOUR)
+  assert figures.figure_title('x.jpg', 'wren', 0.5) == (
+      'x.jpg: predicted wren (0.50)', figures.TITLE_COLOUR)  # True class unknown.
+
+
+def test_figures_mark_wrong_predictions_and_carry_a_colour_bar_per_map():
+  outputs = _cross_attention_outputs()  # Predicted: classes 2 and 3.
+  images = np.stack([_grey_image()] * 2)
+  right, wrong = figures.attention_figures(images, np.array([2, 0]), outputs,
+                                           ['a', 'b', 'c', 'd'], MIDS, (0.5, 0.5))
+  assert not has_red_title(right) and has_red_title(wrong)
+  assert title_band(right).min() < 100  # The black title is there.
+  unknown = figures.attention_figures(images[:1], [None], outputs, 'abcd', MIDS, (0.5, 0.5),
+                                      names=['x.jpg'])[0]
+  assert not has_red_title(unknown)
+  for index in range(6):
+    left, top, right_end, bottom = figures.colour_bar_box(index, 6)
+    bar = wrong[(top + bottom) // 2, left + 2:right_end - 2].astype(int)
+    if index == 0:  # The input: no colour bar.
+      assert (bar == 255).all()
+    else:  # 'jet' from dark blue (the panel's min) to dark red (its max).
+      assert bar[0, 2] > 100 and bar[0, 0] < 50 and bar[-1, 0] > 100 and bar[-1, 2] < 50
+
+
 def test_global_context_panels_show_the_pooling_weights_without_a_query():
   weights = {'layer2': _hot((4,), 3), 'layer3': _hot((4,), 0)}  # Top cells (1, 1), (0, 0).
   clsa = {n: m[0] for n, m in _cross_attention_outputs()['clsa'].items()}
   panels = figures.example_panels(_grey_image(), clsa, weights, MIDS, (0.5, 0.5),
                                     clca_kind='global_context')
-  assert [p.title.split('\n')[0] for p in panels][-2:] == ['CLCA layer2 pooling weights',
-                                                           'CLCA layer3 pooling weights']
+  assert [p.title for p in panels][-2:] == ['CLCA layer2 pooling weights',
+                                            'CLCA layer3 pooling weights']
   assert all(p.marker is None for p in panels)
   _assert_hot_exactly(panels[4].pixels, _hot_block((2, 2), (1, 1)))
   _assert_hot_exactly(panels[5].pixels, _hot_block((2, 2), (0, 0)))

@@ -1,11 +1,12 @@
-"""The model's side of the attention figures: its maps for the first eval images, from a
-jitted forward pass (`AttentionFigures`), drawn by clan_jax/viz/figures.py; written as PNGs
+"""The model's side of the attention figures: the forward pass that returns its maps
+(`attention_forward`, also behind `clan_jax.predict --figures`), and their figures for the
+first eval images (`AttentionFigures`), drawn by clan_jax/viz/figures.py; written as PNGs
 (--mode=visualize, and at the end of training with `visualize.after_training`) or as
 TensorBoard images at each evaluation of a training run (docs/VISUALIZE.md)."""
 
 import logging
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -31,6 +32,33 @@ def missing_attention_maps(model_config: Any) -> Optional[str]:
   return None
 
 
+def query_indices(mid_names: Sequence[str], image_size: Sequence[int],
+                  query_position: Sequence[float]) -> dict[str, int]:
+  """Each mid map's query (visualize.query_position) as a flat index into that map."""
+  queries = {}
+  for name in mid_names:
+    mid_shape = [n // stage_stride(name) for n in image_size]
+    row, col = query_cell(query_position, mid_shape)
+    queries[name] = row * mid_shape[1] + col
+  return queries
+
+
+def attention_forward(model: Any, image_size: Sequence[int],
+                      query_position: Sequence[float]) -> Callable[[Any, Any], dict]:
+  """(variables, uint8 images) -> the figures' outputs: logits, CLSA maps and each mid map's
+  CLCA row at the query (not the whole attention matrix), for jax.jit. The one forward pass
+  behind --mode=visualize, training's figures and `clan_jax.predict --figures`."""
+  queries = query_indices(model.mid_names, image_size, query_position)
+
+  def forward(variables, images):
+    outputs = model.apply(variables, normalize(images), train=False, return_attention=True)
+    return {'logits': outputs['logits'], 'clsa': outputs.get('clsa', {}),
+            'clca': {name: clca_row(attention, queries[name])
+                     for name, attention in outputs.get('clca', {}).items()}}
+
+  return forward
+
+
 class AttentionFigures:
   """The first `visualize.num_images` eval images, and a jitted forward pass that returns
   their maps (replicated over the mesh: every process runs it; the main one draws)."""
@@ -44,20 +72,7 @@ class AttentionFigures:
     self.query_position = tuple(config.visualize.query_position)
     self.clca_kind = config.model.clca_kind
     self.is_main_process = run.is_main_process
-    size = self.images.shape[1:3]
-    queries = {}
-    for name in self.mid_names:
-      mid_shape = [n // stage_stride(name) for n in size]
-      row, col = query_cell(self.query_position, mid_shape)
-      queries[name] = row * mid_shape[1] + col
-    model = run.model
-
-    def forward(variables, images):
-      outputs = model.apply(variables, normalize(images), train=False, return_attention=True)
-      return {'logits': outputs['logits'], 'clsa': outputs.get('clsa', {}),
-              'clca': {name: clca_row(attention, queries[name])
-                       for name, attention in outputs.get('clca', {}).items()}}
-
+    forward = attention_forward(run.model, self.images.shape[1:3], self.query_position)
     replicated = NamedSharding(run.mesh, PartitionSpec())  # Every device holds the images.
     self._forward = jax.jit(forward, in_shardings=(replicated, replicated),
                             out_shardings=replicated)
