@@ -66,6 +66,10 @@ def test_positions_and_nearest_upsampling():
   assert figures.cell_centre((0, 3), (4, 4), (64, 64)) == (55.5, 7.5)
   up = figures.upsample_nearest(np.arange(4.0).reshape(2, 2), (4, 6))
   np.testing.assert_array_equal(up, [[0, 0, 0, 1, 1, 1]] * 2 + [[2, 2, 2, 3, 3, 3]] * 2)
+  # A 32 px image's top map is 1x1; a one-row or one-column map keeps its orientation.
+  assert figures.as_2d_map(np.ones((1, 1, 1))).shape == (1, 1)
+  assert figures.as_2d_map(np.ones((1, 3, 1, 1))).shape == (3, 1)
+  assert figures.overlay(_grey_image(), np.ones((1, 1))).shape == (SIZE, SIZE, 3)
 
 
 def test_a_hot_cell_shows_in_its_block_of_the_overlay():

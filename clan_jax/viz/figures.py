@@ -85,6 +85,22 @@ def clca_row(attention, query_index: int):
 
 # ------------------------------------------------------------------------------ pixels
 
+def as_2d_map(values: np.ndarray) -> np.ndarray:
+  """An (h, w) map from (h, w), (h, w, 1) or (1, h, w[, 1]): size-1 batch and channel axes
+  dropped, never h or w (np.squeeze would turn a 1x1 map, a 32 px image's top map, into a
+  scalar)."""
+  values = np.asarray(values)
+  if values.ndim == 4 and values.shape[0] == 1:  # (1, h, w, 1)
+    values = values[0]
+  if values.ndim == 3 and values.shape[-1] == 1:  # (h, w, 1)
+    values = values[..., 0]
+  if values.ndim == 3 and values.shape[0] == 1:  # (1, h, w)
+    values = values[0]
+  if values.ndim != 2:
+    raise ValueError(f'an attention map must be (h, w), got shape {values.shape}')
+  return values
+
+
 def upsample_nearest(values: np.ndarray, shape: Sequence[int]) -> np.ndarray:
   """A (h, w) map -> (H, W), each output pixel taking the map cell it lies in."""
   values = np.asarray(values, np.float32)
@@ -98,7 +114,7 @@ def overlay(image: np.ndarray, values: np.ndarray, alpha: float = ALPHA) -> np.n
   min..max and colour-mapped, blended over the image (a constant map shows as its low end)."""
   from matplotlib import colormaps  # Late: matplotlib only when a figure is drawn.
 
-  values = upsample_nearest(np.squeeze(values), image.shape[:2])
+  values = upsample_nearest(as_2d_map(values), image.shape[:2])
   low, high = float(values.min()), float(values.max())
   scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
   colours = colormaps[COLORMAP](scaled)[..., :3] * 255.0
