@@ -289,8 +289,8 @@ def check_only_process_zero_writes_run_files_and_logs_progress(runs):
   workdir = runs['workdir']
   for (out0, err0), (out1, err1) in (runs['first'], runs['second']):
     assert 'WRITE' not in err1, [l for l in err1.splitlines() if l.startswith('WRITE')]
-    assert 'ETA' not in err1 and 'train_loss' not in err1 and 'top-1' not in out1
-    assert 'ETA' in err0 and 'train_loss' in err0
+    assert 'ETA' not in err1 and 'fused train top-1' not in err1 and 'top-1' not in out1
+    assert 'ETA' in err0 and 'fused train top-1' in err0
   # The hook sees process 0's writes (config.json, eval_results.json: a .tmp file renamed).
   written = {line.split()[-1] for line in runs['first'][0][1].splitlines() + runs['second'][0][
       1].splitlines() if line.startswith('WRITE ')}
