@@ -196,12 +196,9 @@ class TrainCheckpoints:
     None without checkpoints. Newer ones that cannot be read are moved to
     damaged_directory (never deleted), each with a warning naming it, why and the step
     resumed from; if none can be read, CheckpointError naming each, nothing moved."""
-    unreadable = []  # (step, reason), newest first.
-    for step in sorted(self.manager.all_steps(), reverse=True):
-      state, reason = _read_or_reason(functools.partial(self.restore, step, target))
-      if reason is not None:
-        unreadable.append((step, reason))
-        continue
+    state, step, unreadable = _newest_readable(
+        self.manager.all_steps(), lambda step: self.restore(step, target))
+    if step is not None:
       for damaged, why in unreadable:
         moved_to = self._move_aside(damaged)
         logging.warning('checkpoint step %d in %s cannot be read (%s); moved to %s; resuming '
@@ -266,6 +263,18 @@ def short_reason(error: BaseException) -> str:
   if not re.match(r'[A-Z_]+: ', text):  # TensorStore's start with a status (DATA_LOSS: ...).
     text = f'{type(error).__name__}: {text}' if text else type(error).__name__
   return text if len(text) <= 400 else '...' + text[-397:]
+
+
+def _newest_readable(steps, read: Callable[[int], Any]) -> tuple[Any, int | None, list]:
+  """(read(step), step, unreadable) for the newest step that reads, or (None, None,
+  unreadable) if none does; unreadable: (step, reason) of the newer ones, newest first."""
+  unreadable = []
+  for step in sorted(steps, reverse=True):
+    value, reason = _read_or_reason(functools.partial(read, step))
+    if reason is None:
+      return value, step, unreadable
+    unreadable.append((step, reason))
+  return None, None, unreadable
 
 
 def _read_or_reason(read: Callable[[], Any]) -> tuple[Any, str | None]:
@@ -431,12 +440,9 @@ def load_run_variables(directory: str | os.PathLike, which: str, target: Callabl
 
 def _newest_readable_variables(reader: TrainCheckpointReader, abstract: dict,
                                alternative: str) -> tuple[dict, int]:
-  unreadable = []  # (step, reason), newest first.
-  for step in sorted(reader.manager.all_steps(), reverse=True):
-    variables, reason = _read_or_reason(functools.partial(reader.variables_at, step, abstract))
-    if reason is not None:
-      unreadable.append((step, reason))
-      continue
+  variables, step, unreadable = _newest_readable(
+      reader.manager.all_steps(), lambda step: reader.variables_at(step, abstract))
+  if step is not None:
     for damaged, why in unreadable:
       logging.warning('checkpoint step %d in %s cannot be read (%s); using step %d (nothing '
                       'moved: training in this workdir moves it to %s/)', damaged,
