@@ -25,8 +25,9 @@ torch.compile's or cuDNN's start-up), peak memory (device memory on a GPU, the p
 peak RSS on a CPU), and the model's FLOPs per step from XLA's cost analysis of the lowered
 JAX step (2 per multiply-add; the same figure is used for torch) with MFU = FLOP/s over
 --peak_tflops. --profile_steps=N traces N more JAX steps with jax.profiler and adds
-`op_profile` to the record: milliseconds per step by kind of XLA op and for the costliest
-ops (clan_jax.perf.op_profile).
+`op_profile` to the record: milliseconds per step by kind of XLA op, by part of the model
+and pass, and for the costliest ops with the GB/s each achieves (memory-bound at half
+--peak_gbps), and an audit of the compiled module (clan_jax.perf.op_profile).
 """
 
 import json
@@ -72,6 +73,8 @@ flags.DEFINE_bool('clan_cost', False, 'Measure CLAN\'s cost over the plain ResNe
 flags.DEFINE_integer('profile_steps', 0, 'JAX: after the timed steps, trace this many more with '
                      'jax.profiler and print where their time goes, per XLA op and per kind '
                      'of op (clan_jax.perf.op_profile); 0: no trace.')
+flags.DEFINE_float('peak_gbps', 0.0, 'JAX: the device\'s peak memory bandwidth in GB/s; '
+                   '--profile_steps flags ops at half of it or more (0: none).')
 flags.DEFINE_string('profile_dir', '', 'JAX: keep the --profile_steps trace here (for '
                     'TensorBoard, XProf or Perfetto); empty: a temporary directory.')
 flags.DEFINE_string('json', '', 'Also write the records (a JSON list) to this file.')
@@ -98,7 +101,7 @@ def main(argv: list[str]) -> None:
   base = {'model': FLAGS.model, 'depth': FLAGS.depth, 'image_size': FLAGS.image_size,
           'batch_size': FLAGS.batch_size, 'dtype': FLAGS.dtype, 'steps': FLAGS.steps,
           'warmup': FLAGS.warmup, 'profile_steps': FLAGS.profile_steps,
-          'profile_dir': FLAGS.profile_dir,
+          'profile_dir': FLAGS.profile_dir, 'peak_gbps': FLAGS.peak_gbps,
           **{switch: FLAGS[switch].value for switch in SWITCHES}}
   records, started = [], time.time()
   for index, (framework, variant, mode) in enumerate(runs):

@@ -1,9 +1,12 @@
-"""Where a jitted step's time goes: a jax.profiler trace of a few steps, summed per XLA op
-and per kind of op (convolution, matmul, attention, reduction, elementwise, data movement,
-collective), with the device's busy time against the step's wall time.
+"""Where a jitted step's time goes: a jax.profiler trace of a few steps, summed per XLA op,
+per kind of op (convolution, matmul, attention, reduction, elementwise, data movement,
+collective) and per scope of the model and pass (clan_jax.perf.op_scopes), with the GB/s
+each op achieves (bytes of its operands and result over its time), the device's busy time
+against the step's wall time, and the compiled module's audit (clan_jax.perf.hlo_audit).
 
     summary = op_profile.profile(step, compiled.as_text(), steps=3, logdir=None)
     print(op_profile.format_profile(summary))
+    print(op_profile.format_audit(op_profile.audit(compiled.as_text())))  # No trace.
 
 Reads the trace with jax.profiler.ProfileData (no TensorBoard needed, so it runs on a bare
 GPU image). Device planes (/device:GPU:0, TPU) are preferred; on a CPU the XLA thunks of
@@ -24,53 +27,23 @@ import tempfile
 import time
 from typing import Callable, Iterable, Optional
 
+from clan_jax.perf import hlo_audit, hlo_module, op_scopes
+
 CATEGORIES = ('convolution', 'matmul', 'attention', 'reduction', 'elementwise',
               'data movement', 'collective', 'other')
 
 _MOVEMENT = {'copy', 'transpose', 'pad', 'slice', 'concatenate', 'dynamic-slice',
              'dynamic-update-slice', 'reverse', 'broadcast', 'gather', 'scatter', 'copy-start',
              'copy-done', 'bitcast', 'reshape', 'iota'}
-_PLUMBING = {'parameter', 'constant', 'tuple', 'get-tuple-element', 'bitcast'}
 _REDUCTION = {'reduce', 'reduce-window', 'select-and-scatter', 'sort'}
 _COLLECTIVE = ('all-reduce', 'all-gather', 'reduce-scatter', 'collective-permute', 'all-to-all')
+# An op at this fraction of the peak bandwidth or more is flagged memory-bound: only fewer
+# bytes make it faster.
+MEMORY_BOUND_FRACTION = 0.5
 _CONTROL = {'while', 'conditional', 'call', 'async-start', 'async-done'}
-_HEADER = re.compile(r'^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$')
-_INSTRUCTION = re.compile(r'^\s+(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$')
 
 
 # ------------------------------------------------------------------ the compiled module
-
-def _opcode_and_attributes(rest: str) -> tuple[str, str]:
-  """('fusion', 'kind=kLoop, calls=...') from the text after `name = ` (shape, opcode(...))."""
-  if rest.startswith('('):  # A tuple shape: skip to its closing parenthesis.
-    depth = 0
-    for index, char in enumerate(rest):
-      depth += (char == '(') - (char == ')')
-      if depth == 0:
-        rest = rest[index + 1:]
-        break
-  else:
-    rest = rest.split(' ', 1)[1] if ' ' in rest else ''
-  match = re.match(r'\s*([a-z][\w\-]*)\(', rest)
-  return (match.group(1), rest[match.end():]) if match else ('', rest)
-
-
-def _parse_module(hlo_text: str):
-  """({instruction: (opcode, attributes)}, {computation: [instruction names]})."""
-  instructions, computations, current = {}, {}, None
-  for line in hlo_text.splitlines():
-    if not line.startswith(' '):
-      header = _HEADER.match(line)
-      current = header.group(1) if header else None
-      if current:
-        computations[current] = []
-      continue
-    match = _INSTRUCTION.match(line)
-    if match and current is not None:
-      instructions[match.group(1)] = _opcode_and_attributes(match.group(2))
-      computations[current].append(match.group(1))
-  return instructions, computations
-
 
 def _custom_call_category(attributes: str) -> str:
   target = re.search(r'custom_call_target="([^"]*)"', attributes)
@@ -88,19 +61,25 @@ def hlo_op_categories(hlo_text: str) -> dict[str, str]:
   """Each instruction of an optimised HLO module (`compiled.as_text()`) -> its category.
   A fusion takes the heaviest kind among the instructions it calls: convolution, attention,
   matmul, reduction; one that only moves data is 'data movement'; else 'elementwise'."""
-  instructions, computations = _parse_module(hlo_text)
+  return module_categories(hlo_module.parse(hlo_text))
+
+
+def module_categories(module: hlo_module.Module) -> dict[str, str]:
+  """hlo_op_categories of a parsed module."""
+  instructions, computations = module.instructions, module.computations
   memo: dict[str, str] = {}
 
   def of_instruction(name: str, seen: frozenset) -> str:
     if name in memo:
       return memo[name]
-    opcode, attributes = instructions[name]
+    instruction = instructions[name]
+    opcode = instruction.opcode
     if opcode == 'convolution':
       category = 'convolution'
     elif opcode == 'dot':
       category = 'matmul'
     elif opcode == 'custom-call':
-      category = _custom_call_category(attributes)
+      category = _custom_call_category(instruction.attributes)
     elif opcode.startswith(_COLLECTIVE):
       category = 'collective'
     elif opcode in _REDUCTION:
@@ -108,8 +87,8 @@ def hlo_op_categories(hlo_text: str) -> dict[str, str]:
     elif opcode in _MOVEMENT:
       category = 'data movement'
     elif opcode == 'fusion':
-      called = re.search(r'calls=%?([\w.\-]+)', attributes)
-      category = of_fusion(called.group(1), seen) if called else 'other'
+      called = instruction.called
+      category = of_fusion(called[0], seen) if called else 'other'
     elif opcode in _CONTROL:
       category = 'other'
     else:
@@ -121,7 +100,8 @@ def hlo_op_categories(hlo_text: str) -> dict[str, str]:
     if computation in seen or computation not in computations:
       return 'other'
     seen = seen | {computation}
-    members = [n for n in computations[computation] if instructions[n][0] not in _PLUMBING]
+    members = [n for n in computations[computation]
+               if instructions[n].opcode not in hlo_module.PLUMBING]
     kinds = {of_instruction(n, seen) for n in members}
     for category in ('convolution', 'attention', 'matmul', 'collective', 'reduction'):
       if category in kinds:
@@ -232,22 +212,58 @@ def op_times_of_planes(planes, hlo_text: str) -> dict:
           'busy_ns': _union_ns(busy)}
 
 
-def summarize(times: dict, hlo_text: str, steps: int, step_time_s: float, top: int) -> dict:
-  """Per step: milliseconds per category and for the `top` costliest ops; busy time."""
-  categories = hlo_op_categories(hlo_text)
+def summarize(times: dict, hlo_text: str, steps: int, step_time_s: float, top: int,
+              peak_gbps: Optional[float] = None) -> dict:
+  """Per step: milliseconds per category, per scope of the model (op_scopes) and for the `top`
+  costliest ops (with the GB/s each achieves, and whether that is at least
+  MEMORY_BOUND_FRACTION of `peak_gbps` if given); busy time; the module's audit."""
+  module = hlo_module.parse(hlo_text)
+  categories = module_categories(module)
   by_category = dict.fromkeys(CATEGORIES, 0.0)
   rows = []
   for op, (ns, calls) in times['per_op'].items():
     category = categories.get(op) or kernel_name_category(op)
     by_category[category] += ns / steps / 1e6
     rows.append({'op': op, 'category': category, 'ms_per_step': ns / steps / 1e6,
-                 'calls_per_step': calls / steps})
+                 'calls_per_step': calls / steps,
+                 **bandwidth(module, op, ns / _runs(module, op, calls, steps), peak_gbps)})
   op_ms = sum(by_category.values())
   rows.sort(key=lambda row: -row['ms_per_step'])
   return {'planes': times['planes'], 'steps': steps, 'step_ms': step_time_s * 1e3,
           'op_ms_per_step': op_ms, 'busy_ms_per_step': times['busy_ns'] / steps / 1e6,
           'categories': {c: ms for c, ms in by_category.items() if ms > 0},
-          'top_families': op_families(rows)[:top], 'top_ops': rows[:top], 'ops': len(rows)}
+          'scopes': op_scopes.scope_table({r['op']: r['ms_per_step'] for r in rows}, module),
+          'peak_gbps': peak_gbps, 'memory_bound': _memory_bound(rows),
+          'top_families': op_families(rows)[:top], 'top_ops': rows[:top], 'ops': len(rows),
+          'audit': hlo_audit.audit_module(module)}
+
+
+def bandwidth(module: hlo_module.Module, op: str, ns_per_call: float,
+              peak_gbps: Optional[float] = None) -> dict:
+  """{'bytes': read + written per call (from the shapes of the op's operands and result),
+  'gb_per_s': over its time per call} of an op of the module; with `peak_gbps`, also its
+  fraction of that peak and 'memory_bound' (at least MEMORY_BOUND_FRACTION of it)."""
+  instruction = module.instructions.get(op)
+  if instruction is None:
+    return {}
+  moved = hlo_module.traffic_bytes(module, instruction)
+  result = {'bytes': moved, 'gb_per_s': moved / ns_per_call if ns_per_call > 0 else None}
+  if peak_gbps and result['gb_per_s'] is not None:
+    result['peak_fraction'] = result['gb_per_s'] / peak_gbps
+    result['memory_bound'] = result['peak_fraction'] >= MEMORY_BOUND_FRACTION
+  return result
+
+
+def _runs(module: hlo_module.Module, op: str, calls: int, steps: int) -> int:
+  """Times an op ran in the trace: once per step in the entry computation (a cuDNN call may
+  launch several kernels), else once per traced event (a loop body's)."""
+  instruction = module.instructions.get(op)
+  return steps if instruction and instruction.computation == module.entry else max(calls, 1)
+
+
+def _memory_bound(rows: list[dict]) -> dict:
+  bound = [row for row in rows if row.get('memory_bound')]
+  return {'ops': len(bound), 'ms_per_step': sum(row['ms_per_step'] for row in bound)}
 
 
 def op_families(rows: list[dict]) -> list[dict]:
@@ -284,20 +300,29 @@ def trace_steps(step: Callable[[], None], steps: int, logdir: str) -> tuple[str,
 
 
 def profile(step: Callable[[], None], hlo_text: str, steps: int,
-            logdir: Optional[str] = None, top: int = 15) -> dict:
+            logdir: Optional[str] = None, top: int = 15,
+            peak_gbps: Optional[float] = None) -> dict:
   """Trace `steps` calls of `step` (which must block until done) and summarise them by the
   compiled module `hlo_text`. The trace stays in `logdir` if given (TensorBoard, XProf or
   Perfetto open it), else it goes to a temporary directory that is removed."""
   with tempfile.TemporaryDirectory() as scratch:
     path, step_time_s = trace_steps(step, steps, logdir or scratch)
-    summary = summarize(op_times(path, hlo_text), hlo_text, steps, step_time_s, top)
+    summary = summarize(op_times(path, hlo_text), hlo_text, steps, step_time_s, top, peak_gbps)
   if logdir:
     summary['trace'] = path
   return summary
 
 
+def audit(hlo_text: str, min_f32_elements: Optional[int] = None) -> dict:
+  """The compiled module's audit, no trace needed (clan_jax.perf.hlo_audit)."""
+  return hlo_audit.audit(hlo_text, min_f32_elements)
+
+
+format_audit = hlo_audit.format_audit
+
+
 def format_profile(summary: dict, title: str = '', top_families: int = 8) -> str:
-  """Categories and top ops as text, in milliseconds per step."""
+  """Categories, scopes and top ops as text, in milliseconds per step; then the audit."""
   op_ms, step_ms = summary['op_ms_per_step'], summary['step_ms']
   lines = [f'Where the step\'s time goes{" (" + title + ")" if title else ""}: '
            f'{summary["steps"]} traced steps on {", ".join(summary["planes"])}; '
@@ -305,13 +330,26 @@ def format_profile(summary: dict, title: str = '', top_families: int = 8) -> str
            f'{summary["busy_ms_per_step"]:.1f} ms per step']
   for category, ms in sorted(summary['categories'].items(), key=lambda item: -item[1]):
     lines.append(f'  {category:14} {ms:9.2f} ms  {100 * ms / op_ms:5.1f} %')
+  if summary.get('scopes'):
+    lines.append(op_scopes.format_scope_table(summary['scopes'], op_ms))
   lines.append('  top families (ops that differ only in their number):')
   for family in summary['top_families'][:top_families]:
     ms = family['ms_per_step']
     lines.append(f'  {ms:9.2f} ms  {100 * ms / op_ms:5.1f} %  {family["ops"]:4d} ops  '
                  f'{family["category"]:14} {family["family"]}')
-  lines.append(f'  top ops of {summary["ops"]}:')
+  peak = summary.get('peak_gbps')
+  lines.append(f'  top ops of {summary["ops"]} (GB/s: bytes read and written over the time'
+               + (f'; * at >= {MEMORY_BOUND_FRACTION:.0%} of {peak:g} GB/s)' if peak else ')')
+               + ':')
   for row in summary['top_ops']:
+    rate = row.get('gb_per_s')
+    rate = (f'{rate:7.1f}' if rate is not None else f'{"-":>7}') + (
+        '*' if row.get('memory_bound') else ' ')
     lines.append(f'  {row["ms_per_step"]:9.2f} ms  {100 * row["ms_per_step"] / op_ms:5.1f} %  '
-                 f'x{row["calls_per_step"]:<4g} {row["category"]:14} {row["op"]}')
+                 f'x{row["calls_per_step"]:<4g} {rate} GB/s  {row["category"]:14} {row["op"]}')
+  if peak:
+    bound = summary['memory_bound']
+    lines.append(f'  memory-bound ops: {bound["ops"]}, {bound["ms_per_step"]:.2f} ms per step')
+  if summary.get('audit'):
+    lines.append(hlo_audit.format_audit(summary['audit']))
   return '\n'.join(lines)

@@ -86,7 +86,8 @@ def measure_jax(spec: dict) -> dict:
     try:
       record['op_profile'] = op_profile.profile(step, compiled.as_text(),
                                                 spec['profile_steps'],
-                                                logdir=spec.get('profile_dir') or None)
+                                                logdir=spec.get('profile_dir') or None,
+                                                peak_gbps=spec.get('peak_gbps') or None)
     except Exception as error:  # pylint: disable=broad-except  # The timing stands.
       record['op_profile_error'] = f'{type(error).__name__}: {error}'
       print(f'the profile failed: {record["op_profile_error"]}', file=sys.stderr)
