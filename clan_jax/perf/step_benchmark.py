@@ -44,6 +44,17 @@ def model_config(spec: dict) -> types.SimpleNamespace:
                                   'depth': spec['depth'], 'dtype': spec['dtype'], **switches})
 
 
+def use_compilation_cache(path: str) -> None:
+  """JAX's persistent compilation cache in `path`, for every compilation however short. JAX
+  keeps XLA's GPU autotuning results there too (jax_persistent_cache_enable_xla_caches), so a
+  second process skips both the compile and the autotuning of a step it has seen."""
+  import jax  # Late: the parent process must not import JAX; the worker measuring it does.
+
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)  # Every size, too.
+
+
 def time_steps(step: Callable[[], None], steps: int, warmup: int) -> tuple[float, list[float]]:
   """(first call in s, [timed step in s]); `step` must block until its work is done."""
   start = time.perf_counter()
@@ -322,7 +333,8 @@ def run_worker(spec: dict) -> dict:
   done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
   lines = done.stdout.strip().splitlines()
   if done.returncode or not lines:
-    return {**_identity(spec), 'error': f'exit status {done.returncode} (its stderr is above)'}
+    identity = _identity(spec) if 'framework' in spec else {'kind': spec.get('kind')}
+    return {**identity, 'error': f'exit status {done.returncode} (its stderr is above)'}
   return json.loads(lines[-1])
 
 
