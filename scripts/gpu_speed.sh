@@ -21,7 +21,9 @@ STEPS=${STEPS:-5}
 ROUNDS=${ROUNDS:-5}
 BUDGET_S=${BUDGET_S:-530}
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}  # H100/H200 SXM, dense bf16 (datasheet).
-CACHE=${CACHE:-/tmp/clan_gpu_cache}  # Compiled steps and autotuning, shared by every process.
+# JAX's persistent compilation cache, shared by every process; in jax >= 0.10 it holds XLA's GPU
+# autotuning results too (jax_persistent_cache_enable_xla_caches).
+CACHE=${CACHE:-/tmp/clan_gpu_cache}
 # The new forms, most important first: all together, then each alone (docs/MODEL.md).
 NEW="bn_impl=custom_vjp;downsample_impl=conv;stem_channels=8;clsa_impl=taps"
 ALONE=("bn_impl=custom_vjp" "downsample_impl=conv" "stem_channels=4" "stem_channels=8"
@@ -53,9 +55,9 @@ best_variant() {  # The fastest variant that passed its check in variants.json, 
   $PY - "$OUT/variants.json" <<'EOF' 2>/dev/null || echo "$NEW"
 import json, sys
 rows = [r for r in json.load(open(sys.argv[1]))
-        if r.get('variant') not in (None, 'today') and r.get('check_ok')
-        and r.get('step_time_median_s')]
-print(min(rows, key=lambda r: r['step_time_median_s'])['variant'] if rows else '')
+        if r.get('variant') not in (None, 'today') and r.get('check_passed')
+        and r.get('step_time_s')]
+print(min(rows, key=lambda r: r['step_time_s'])['variant'] if rows else '')
 EOF
 }
 
@@ -79,15 +81,12 @@ EOF
   $PY -c 'import sys, jax, flax, optax; print(sys.version); print("jax", jax.__version__,
 "flax", flax.__version__, "optax", optax.__version__); print(jax.devices())'
   $PY -c 'import torch; print("torch", torch.__version__)' || echo 'no torch'
-  echo "XLA flags this jaxlib lists (XLA_FLAGS=--help), of those the script uses:"
-  XLA_FLAGS=--help $PY -c 'import jax; jax.devices()' 2>&1 \
-    | grep -oE -- '--xla_gpu_(enable_triton_gemm|cudnn_gemm_fusion_level|per_fusion_autotune_cache_dir|autotune_level)\b' \
-    | sort -u
 } > "$OUT/env.txt" 2>&1
+echo "XLA flags this jaxlib accepts (each tried alone: an unknown flag aborts a process):" \
+  >> "$OUT/env.txt"
+timeout 60 $PY -m clan_jax.benchmark --xla_flags_probe="$(IFS=,; echo "${FLAGS_TO_TRY[*]}")" \
+  --json="$CACHE/probe.json" >> "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt" | log
-if grep -q -- '--xla_gpu_per_fusion_autotune_cache_dir' "$OUT/env.txt"; then
-  export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_per_fusion_autotune_cache_dir=$CACHE/autotune"
-fi
 on_h100=0; grep -q 'H100' "$OUT/env.txt" && on_h100=1
 
 common=(--batch_size="$BATCH" --steps="$STEPS" --rounds="$ROUNDS")
@@ -111,6 +110,9 @@ run batch 60 120 --batch_size=$((2 * BATCH)) --steps="$STEPS" --rounds=3 --varia
 # 5. XLA flags one at a time on the best variant (a process each: flags are per process).
 for flag in "${FLAGS_TO_TRY[@]}"; do
   name=flags_$(echo "$flag" | sed 's/^--xla_gpu_//; s/=.*//')
+  if ! grep -q -- "^$flag .*accepted" "$OUT/env.txt"; then
+    echo "=== $name: skipped, this jaxlib does not accept $flag" | log; continue
+  fi
   XLA_FLAGS="${XLA_FLAGS:-} $flag" run "$name" 60 100 "${common[@]}" --rounds=3 \
     --variants="$BEST" --json="$CACHE/$name.json"
 done
