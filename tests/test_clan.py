@@ -16,6 +16,7 @@ from clan_jax.pytorch import twin as torch_reference
 from clan_jax.convert import flax_to_torch, flax_to_torch_arrays, torch_to_flax
 from clan_jax.base.errors import ConfigError
 from clan_jax.models import create_model, multi_head_loss
+from clan_jax.models.factory import AUTO_BN_IMPLS
 from clan_jax.models.clan import (CrossAttentionContext, GlobalContext,
                                   folded_order_multiply_adds, standard_order_multiply_adds)
 from clan_jax.pytorch.parity_check import compare, flax_outputs, twin_outputs
@@ -23,6 +24,9 @@ from configs import default
 from helpers.torch_helpers import assert_close_to_scale, numpy_state_dict, randomize_, to_nchw
 
 NUM_CLASSES = 5
+# The BatchNorm form that model.bn_impl='auto' does not pick on the CPU (the default's is
+# checked against the twin by every float64 case below).
+OTHER_BN_IMPL = {'two_pass': 'custom_vjp', 'custom_vjp': 'two_pass'}[AUTO_BN_IMPLS['cpu']]
 IMAGE_SIZE = 64
 LOSS_WEIGHTS = {'top': 1.0, 'mid': 0.5, 'concat': 2.0}
 LABEL_SMOOTHING = 0.1
@@ -273,7 +277,7 @@ def test_backbone_only_loads_an_imagenet_resnet_into_clan():
 
 @pytest.mark.parametrize('switch', [{'conv1x1_as_matmul': False}, {'remat': True},
                                     {'attention_impl': 'xla'}, {'clca_order': 'standard'},
-                                    {'clca_order': 'folded'}],
+                                    {'clca_order': 'folded'}, {'bn_impl': OTHER_BN_IMPL}],
                          ids=lambda s: '='.join(map(str, next(iter(s.items())))))
 def test_speed_switches_compute_the_same_function(switch):
   """The implementation switches keep the parameters, outputs and gradients (float32)."""

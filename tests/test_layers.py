@@ -1,4 +1,5 @@
-"""BatchNorm and Linear reproduce torch's semantics; PointwiseConv is nn.Conv's 1x1 convolution."""
+"""BatchNorm (both impls) and Linear reproduce torch's semantics; PointwiseConv is nn.Conv's 1x1
+convolution."""
 
 import jax
 import jax.numpy as jnp
@@ -9,18 +10,19 @@ import torch
 from clan_jax.models.layers import BatchNorm, Linear, PointwiseConv, conv, max_pool
 
 
-def _batch_norm_case(seed=0):
+def _batch_norm_case(seed=0, impl='two_pass'):
   rng = np.random.default_rng(seed)
   x = rng.standard_normal((3, 4, 5, 6)) * 2 + 1
-  module = BatchNorm()
+  module = BatchNorm(impl=impl)
   variables = module.init(jax.random.PRNGKey(0), jnp.asarray(x, jnp.float32), train=False)
   variables = jax.tree.map(lambda v: v + rng.uniform(0.1, 0.5, v.shape).astype(np.float32),
                            variables)
   return x, module, variables
 
 
-def test_train_mode_matches_torch_including_unbiased_running_variance():
-  x, module, variables = _batch_norm_case()
+@pytest.mark.parametrize('impl', ['two_pass', 'custom_vjp'])
+def test_train_mode_matches_torch_including_unbiased_running_variance(impl):
+  x, module, variables = _batch_norm_case(impl=impl)
   y, updates = module.apply(variables, jnp.asarray(x, jnp.float32), train=True,
                             mutable=['batch_stats'])
   bn = torch.nn.BatchNorm2d(6)
@@ -56,12 +58,20 @@ def test_bfloat16_input_keeps_float32_statistics():
   assert updates['batch_stats']['var'].dtype == jnp.float32
 
 
-def test_single_value_per_channel_in_train_mode_is_a_clear_error():
-  module = BatchNorm()
+@pytest.mark.parametrize('impl', ['two_pass', 'custom_vjp'])
+def test_single_value_per_channel_in_train_mode_is_a_clear_error(impl):
+  module = BatchNorm(impl=impl)
   x = jnp.ones((1, 1, 1, 4))
   variables = module.init(jax.random.PRNGKey(0), x, train=False)
   with pytest.raises(ValueError, match='more than one value per channel'):
     module.apply(variables, x, train=True, mutable=['batch_stats'])
+
+
+def test_an_unresolved_or_unknown_impl_is_a_clear_error():
+  x = jnp.ones((2, 1, 1, 4))
+  for impl in ('auto', 'one_pass'):
+    with pytest.raises(ValueError, match="impl=.*allowed: two_pass, custom_vjp"):
+      BatchNorm(impl=impl).init(jax.random.PRNGKey(0), x, train=False)
 
 
 def test_linear_matches_torch_init_bounds_and_output():

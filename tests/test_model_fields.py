@@ -34,7 +34,8 @@ def test_choices_are_the_module_constants_and_include_the_default():
   defaults = ModelConfig()
   expected = {'name': fields.MODEL_NAMES, 'depth': fields.DEPTHS, 'clca_kind': fields.CLCA_KINDS,
               'fusion': fields.FUSIONS, 'dtype': fields.DTYPES,
-              'attention_impl': fields.ATTENTION_IMPLS, 'clca_order': fields.CLCA_ORDERS}
+              'attention_impl': fields.ATTENTION_IMPLS, 'clca_order': fields.CLCA_ORDERS,
+              'bn_impl': fields.BN_IMPLS}
   choices = {f.name: f.metadata['choices'] for f in dataclasses.fields(ModelConfig)
              if 'choices' in f.metadata}
   assert choices == expected
@@ -79,18 +80,22 @@ def test_a_missing_field_is_named(field):
 
 
 def test_only_fields_added_later_take_their_default():
-  assert FIELDS_ADDED_LATER == {'clca_order'}
-  section = dataclasses.asdict(ModelConfig(clca_order='folded'))
-  del section['clca_order']  # A run's config.json from before the field.
-  assert ModelConfig.from_section(section).clca_order == 'auto'
+  assert FIELDS_ADDED_LATER == {'clca_order', 'bn_impl'}
+  section = dataclasses.asdict(ModelConfig(clca_order='folded', bn_impl='two_pass'))
+  for field in FIELDS_ADDED_LATER:
+    del section[field]  # A run's config.json from before the fields.
+  assert ModelConfig.from_section(section) == ModelConfig()
 
 
-def test_create_model_accepts_a_section_without_clca_order():
+@pytest.mark.parametrize('field', sorted(FIELDS_ADDED_LATER))
+def test_create_model_accepts_a_section_without_a_field_added_later(field):
   from clan_jax.models import create_model
+  from clan_jax.models.factory import resolve_bn_impl
 
   section = default.get_model_config()
-  del section['clca_order']
-  assert create_model(section, 5).clca_order == 'auto'
+  del section[field]
+  resolved = {'bn_impl': resolve_bn_impl('auto')}  # create_model resolves 'auto'.
+  assert getattr(create_model(section, 5), field) == resolved.get(field, 'auto')
 
 
 def test_create_model_passes_every_field_the_module_declares():
@@ -99,16 +104,17 @@ def test_create_model_passes_every_field_the_module_declares():
   config = ModelConfig(depth=18, mid_stages=(1, 3), use_clca=False, clca_kind='global_context',
                        clca_dim=64, clca_heads=2, head_dim=32, fusion='concat', dtype='bfloat16',
                        conv1x1_as_matmul=False, attention_impl='xla', clca_order='folded',
-                       remat=True)
+                       bn_impl='custom_vjp', remat=True)
   module = create_model(config, 7)
   assert isinstance(module, CLAN) and module.num_classes == 7
   for name in ('depth', 'mid_stages', 'use_clca', 'clca_kind', 'clca_dim', 'clca_heads',
                'head_dim', 'fusion', 'conv1x1_as_matmul', 'attention_impl', 'clca_order',
-               'remat'):
+               'bn_impl', 'remat'):
     assert getattr(module, name) == getattr(config, name), name
   assert module.dtype is not None  # 'bfloat16' maps to jnp.bfloat16.
   resnet = create_model(dataclasses.replace(config, name='resnet'), 7)
   assert isinstance(resnet, ResNetClassifier) and (resnet.depth, resnet.remat) == (18, True)
+  assert resnet.bn_impl == 'custom_vjp'
 
 
 def test_fields_and_configs_import_no_jax_or_flax():
@@ -135,6 +141,17 @@ def test_auto_dtype_follows_the_platform_and_explicit_dtypes_stay():
   for backend in ('cpu', 'gpu'):
     assert resolve_dtype('float32', backend) == 'float32'
     assert resolve_dtype('bfloat16', backend) == 'bfloat16'
+
+
+def test_auto_bn_impl_is_the_measured_form_per_platform_and_explicit_forms_stay():
+  from clan_jax.models.factory import AUTO_BN_IMPLS, resolve_bn_impl
+
+  assert ModelConfig().bn_impl == 'auto'
+  assert resolve_bn_impl('auto', 'cpu') == AUTO_BN_IMPLS['cpu']
+  assert resolve_bn_impl('auto', 'gpu') == 'two_pass'  # Until measured there.
+  for backend in ('cpu', 'gpu'):
+    assert resolve_bn_impl('two_pass', backend) == 'two_pass'
+    assert resolve_bn_impl('custom_vjp', backend) == 'custom_vjp'
 
 
 def test_create_model_resolves_auto_on_the_present_platform():

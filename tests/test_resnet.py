@@ -5,16 +5,22 @@ import sys
 import types
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from clan_jax.convert import abstract_variables
 from clan_jax.base.errors import ConfigError
 from clan_jax.models import create_model
-from clan_jax.models.resnet import stage_channels
+from clan_jax.models.resnet import BasicBlock, Bottleneck, stage_channels
+from clan_jax.pytorch import twin
+from clan_jax.pytorch.conversion import flax_to_torch_arrays, key_table, to_flax_layout
 from helpers.commands import REPO_ROOT
+from helpers.torch_helpers import (assert_close_to_scale, numpy_state_dict, randomize_, to_nchw,
+                                   to_nhwc)
 
 
 def _param_count(variables) -> int:
@@ -94,6 +100,53 @@ def test_invalid_arguments_are_clear_errors(resnet_config):
   resnet_config.depth = 20
   with pytest.raises(ConfigError, match='model.depth=20 is invalid'):
     create_model(resnet_config, 10)
+
+
+BLOCKS = {'basic': (BasicBlock, twin.BasicBlock), 'bottleneck': (Bottleneck, twin.Bottleneck)}
+
+
+def _flax_block_variables(block, arrays, x):
+  """The twin block's weights and statistics (numpy_state_dict) as the Flax block's."""
+  table = key_table(jax.eval_shape(lambda x: block.init(jax.random.PRNGKey(0), x, False), x))
+  flat = {'params': {}, 'batch_stats': {}}
+  for key, (collection, path, _) in table.items():
+    flat[collection][path] = jnp.asarray(to_flax_layout(arrays[key]))
+  return {c: traverse_util.unflatten_dict(values) for c, values in flat.items()}
+
+
+@pytest.mark.parametrize('bn_impl', ['two_pass', 'custom_vjp'])
+@pytest.mark.parametrize('kind', list(BLOCKS))
+def test_float64_blocks_match_the_twin_in_train_mode(kind, bn_impl):
+  """A strided block with its downsample (every BatchNorm form of the network: relu,
+  residual + relu, plain): outputs, running statistics and gradients against the twin."""
+  flax_cls, torch_cls = BLOCKS[kind]
+  rng = np.random.default_rng(0)
+  images = rng.standard_normal((2, 8, 8, 16))
+  twin_block = randomize_(torch_cls(16, 8, 2), 0).double().train()
+  arrays = numpy_state_dict(twin_block)  # Before the step updates the statistics.
+  x = to_nchw(images).requires_grad_()
+  y = twin_block(x)
+  cotangent = rng.standard_normal(to_nhwc(y).shape)
+  (y * to_nchw(cotangent)).sum().backward()
+  expected = {'y': to_nhwc(y), 'dx': to_nhwc(x.grad),
+              **{k: v for k, v in numpy_state_dict(twin_block).items() if 'running' in k},
+              **{f'd{k}': p.grad.numpy() for k, p in twin_block.named_parameters()}}
+  with jax.enable_x64(True):
+    block = flax_cls(8, 2, bn_impl=bn_impl)
+    variables = _flax_block_variables(block, arrays, jnp.asarray(images))
+
+    def loss(params, x):
+      y, updates = block.apply({**variables, 'params': params}, x, True,
+                               mutable=['batch_stats'])
+      return jnp.sum(y * cotangent), (y, updates)
+
+    (grads, grad_x), (y, updates) = jax.jit(jax.grad(loss, (0, 1), has_aux=True))(
+        variables['params'], jnp.asarray(images))
+  actual = {'y': y, 'dx': grad_x, **flax_to_torch_arrays(updates),
+            **{f'd{k}': v for k, v in flax_to_torch_arrays({'params': grads}).items()}}
+  assert actual.keys() == expected.keys()
+  for name in expected:
+    assert_close_to_scale(expected[name], actual[name], 1e-9, name)
 
 
 def test_core_modules_import_no_tensorflow_tfds_clu_ml_collections_or_torch():

@@ -55,6 +55,8 @@ def test_model_section_has_every_spec_field():
     ('head_loss_weights', {'top': 0.0, 'mid': 0.0, 'concat': 0.0}, 'are all zero'),
     ('clca_order', 'reversed', "model.clca_order='reversed' is invalid; allowed values: "
      "'auto', 'standard', 'folded'"),
+    ('bn_impl', 'fast', "model.bn_impl='fast' is invalid; allowed values: 'auto', 'two_pass', "
+     "'custom_vjp'"),
 ])
 def test_invalid_model_values_name_the_field_and_the_allowed_values(field, value, expected):
   # A plain namespace: ConfigDict's own type checks would refuse some values first.

@@ -42,6 +42,7 @@ class CrossAttentionContext(nn.Module):
   # 'auto' (cuDNN's fused kernel on a GPU in bfloat16, else XLA), 'xla' or 'cudnn'.
   attention_impl: str = 'auto'
   order: str = 'auto'  # CLCA_ORDERS.
+  bn_impl: str = 'two_pass'  # layers.BN_IMPLS.
 
   @nn.compact
   def __call__(self, mid: jax.Array, top: jax.Array, train: bool,
@@ -71,7 +72,7 @@ class CrossAttentionContext(nn.Module):
       y = conv(mid_channels, 1, dtype=self.dtype, as_matmul=self.conv1x1_as_matmul,
                name='out')(context)
     # BN scale 0: the block is the identity at initialisation.
-    y = BatchNorm(scale_init=nn.initializers.zeros, name='bn')(y, train)
+    y = BatchNorm(scale_init=nn.initializers.zeros, impl=self.bn_impl, name='bn')(y, train)
     return mid + y.astype(mid.dtype), (attention if return_attention else None)
 
   def _folds(self, queries: int, keys: int, channels: int, implementation) -> bool:
@@ -179,12 +180,13 @@ class MidHead(nn.Module):
   num_classes: int
   dtype: Optional[Dtype] = None
   conv1x1_as_matmul: bool = True
+  bn_impl: str = 'two_pass'  # layers.BN_IMPLS.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool):
     y = conv(self.head_dim, 1, dtype=self.dtype, as_matmul=self.conv1x1_as_matmul,
              name='conv')(x)
-    z = global_average_pool(nn.relu(BatchNorm(name='bn')(y, train)))
+    z = global_average_pool(BatchNorm(impl=self.bn_impl, relu=True, name='bn')(y, train))
     return Linear(self.num_classes, name='fc')(z), z
 
 
@@ -222,6 +224,7 @@ class CLAN(nn.Module):
   attention_impl: str = 'auto'
   clca_order: str = 'auto'
   remat: bool = False
+  bn_impl: str = 'two_pass'  # Resolved by create_model (model.bn_impl='auto').
 
   @property
   def mid_names(self) -> tuple[str, ...]:
@@ -229,13 +232,13 @@ class CLAN(nn.Module):
 
   def setup(self):
     self.backbone = ResNet(self.depth, dtype=self.dtype, conv1x1_as_matmul=self.conv1x1_as_matmul,
-                           remat=self.remat)
+                           remat=self.remat, bn_impl=self.bn_impl)
     if self.use_clca:
       self.clca = {name: self._clca_block() for name in self.mid_names}
     if self.use_clsa:
       self.clsa = {name: conv(1, 7, in_features=2, dtype=self.dtype) for name in self.mid_names}
     heads = {name: MidHead(self.head_dim, self.num_classes, dtype=self.dtype,
-                           conv1x1_as_matmul=self.conv1x1_as_matmul)
+                           conv1x1_as_matmul=self.conv1x1_as_matmul, bn_impl=self.bn_impl)
              for name in self.mid_names}
     heads['concat'] = Linear(self.num_classes)
     self.heads = heads
@@ -245,7 +248,8 @@ class CLAN(nn.Module):
     if self.clca_kind == 'cross_attention':
       return CrossAttentionContext(self.clca_dim, self.clca_heads, dtype=self.dtype,
                                    conv1x1_as_matmul=self.conv1x1_as_matmul,
-                                   attention_impl=self.attention_impl, order=self.clca_order)
+                                   attention_impl=self.attention_impl, order=self.clca_order,
+                                   bn_impl=self.bn_impl)
     if self.clca_kind == 'global_context':
       return GlobalContext(self.clca_dim, dtype=self.dtype,
                            conv1x1_as_matmul=self.conv1x1_as_matmul)

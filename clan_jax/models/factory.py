@@ -18,6 +18,9 @@ COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 # Where model.dtype='auto' computes in bfloat16: platforms whose matrix units run it natively
 # (GPU tensor cores, the TPU's MXU). A CPU emulates bfloat16 products: float32 is kept there.
 BFLOAT16_BACKENDS = ('gpu', 'cuda', 'rocm', 'tpu')
+# model.bn_impl='auto' per platform: the measured faster form (BENCHMARKS.md); today's
+# 'two_pass' elsewhere until it is measured there.
+AUTO_BN_IMPLS = {'cpu': 'custom_vjp'}
 
 
 def resolve_dtype(dtype: str, backend: Optional[str] = None) -> str:
@@ -27,6 +30,14 @@ def resolve_dtype(dtype: str, backend: Optional[str] = None) -> str:
     return dtype
   backend = backend or jax.default_backend()
   return 'bfloat16' if backend in BFLOAT16_BACKENDS else 'float32'
+
+
+def resolve_bn_impl(bn_impl: str, backend: Optional[str] = None) -> str:
+  """The BatchNorm form model.bn_impl names: 'auto' is AUTO_BN_IMPLS's for `backend`
+  (default JAX's default backend), 'two_pass' where none is measured."""
+  if bn_impl != 'auto':
+    return bn_impl
+  return AUTO_BN_IMPLS.get(backend or jax.default_backend(), 'two_pass')
 
 
 def create_model(model_config: Any, num_classes: int) -> nn.Module:
@@ -41,14 +52,15 @@ def create_model(model_config: Any, num_classes: int) -> nn.Module:
     A linen Module. `module.apply(variables, images, train=False, return_attention=False)`
     takes NHWC float32 ImageNet-normalised images and returns a dict: 'logits' (B, K),
     and for CLAN 'heads', 'clsa' (if use_clsa) and 'clca' (if use_clca and
-    return_attention); see docs/MODEL.md. model.dtype='auto' is resolved here, on the
-    platform JAX computes on (resolve_dtype).
+    return_attention); see docs/MODEL.md. model.dtype='auto' and model.bn_impl='auto' are
+    resolved here, on the platform JAX computes on (resolve_dtype, resolve_bn_impl).
   """
   config = ModelConfig.from_section(model_config)
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
     raise ConfigError(f'num_classes={num_classes!r} is invalid; it must be a positive integer.')
   module = ResNetClassifier if config.name == 'resnet' else CLAN
   values = {**dataclasses.asdict(config), 'dtype': COMPUTE_DTYPES[resolve_dtype(config.dtype)]}
+  values['bn_impl'] = resolve_bn_impl(config.bn_impl)
   # Every field the module declares passes through by name; `name` chose the class (and
   # is linen's own scope name), fields a module lacks (head_loss_weights) are not its own.
   taken = {field.name for field in dataclasses.fields(module)} - {'name', 'parent'}

@@ -19,9 +19,10 @@ HEAD_LOSS_KEYS = ('top', 'mid', 'concat')
 MID_STAGE_CHOICES = (1, 2, 3)
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
 CLCA_ORDERS = ('auto', 'standard', 'folded')
+BN_IMPLS = ('auto', 'two_pass', 'custom_vjp')
 # Implementation switches added after configs were first saved (a run's config.json):
 # missing means the default, so older workdirs still load. Any other missing field is an error.
-FIELDS_ADDED_LATER = frozenset({'clca_order'})
+FIELDS_ADDED_LATER = frozenset({'clca_order', 'bn_impl'})
 
 
 def _field(default: Any, help_text: str, choices: Optional[tuple] = None) -> Any:
@@ -66,6 +67,11 @@ class ModelConfig:
       'auto', "CLCA's order of products: 'auto' (the fewer FLOPs for the input size), "
       "'standard' (project the mid map to queries, attend, project back) or 'folded' "
       '(docs/MODEL.md).', CLCA_ORDERS)
+  bn_impl: str = _field(
+      'auto', "Train-mode BatchNorm: 'auto' (the measured faster one for the platform; "
+      "resolved where the model is created), 'two_pass' (jnp ops, JAX's autodiff) or "
+      "'custom_vjp' (one-pass shifted statistics, a hand-written backward; docs/MODEL.md).",
+      BN_IMPLS)
   remat: bool = _field(False, 'Recompute each ResNet block in the backward pass: less memory.')
 
   @classmethod
@@ -159,6 +165,7 @@ def validate_model_values(values: dict, prefix: str = 'model.') -> None:
   check_bool(values['remat'], prefix + 'remat')
   check_choice(values['attention_impl'], ATTENTION_IMPLS, prefix + 'attention_impl')
   check_choice(values['clca_order'], CLCA_ORDERS, prefix + 'clca_order')
+  check_choice(values['bn_impl'], BN_IMPLS, prefix + 'bn_impl')
 
 
 def check_image_size(image_size: int, name: str = 'image size') -> None:

@@ -8,7 +8,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clan_jax.models.batch_norm import batch_norm_train, compute_dtype
+
 Dtype = Any
+BN_IMPLS = ('two_pass', 'custom_vjp')  # model.bn_impl once 'auto' is resolved.
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'): an untruncated normal
 # ('normal' here; 'truncated_normal' would differ).
@@ -22,11 +25,6 @@ def uniform_init(bound: float) -> Callable:
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
   return init
-
-
-def compute_dtype(x: jax.Array) -> Dtype:
-  """Statistics and normalisation run in float32 at least (float64 stays float64)."""
-  return jnp.promote_types(x.dtype, jnp.float32)
 
 
 def _conv_inits(kernel: int, in_features: Optional[int]) -> tuple[Callable, Callable]:
@@ -119,44 +117,64 @@ class PointwiseWeights(nn.Module):
 
 
 class BatchNorm(nn.Module):
-  """BatchNorm with torch's semantics.
+  """BatchNorm with torch's semantics, optionally followed by `+ residual` and a ReLU.
 
   Normalises with the biased batch variance but updates the running variance with
   the unbiased one (x n/(n-1)), like torch.nn.BatchNorm2d; `momentum` is Flax's
   convention (0.9 here = torch's 0.1). Statistics run in float32 whatever the input
   dtype; the output has the input's dtype. Under jit with a batch sharded over
   devices the statistics are over the global batch (like SyncBatchNorm).
+  `impl` (model.bn_impl) computes train mode either as jnp ops differentiated by JAX
+  ('two_pass') or as batch_norm.batch_norm_train ('custom_vjp': one-pass shifted
+  statistics, a hand-written backward, the add and ReLU fused); eval mode is the same.
   """
   momentum: float = 0.9
   epsilon: float = 1e-5
   scale_init: Callable = nn.initializers.ones
+  impl: str = 'two_pass'
+  relu: bool = False  # relu(bn(x) [+ residual]): a ResNet block's end.
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool,
+               residual: Optional[jax.Array] = None) -> jax.Array:
+    if self.impl not in BN_IMPLS:
+      raise ValueError(f'impl={self.impl!r}; allowed: {", ".join(BN_IMPLS)} '
+                       "(model.bn_impl='auto' is resolved by create_model).")
     features = x.shape[-1]
     scale = self.param('scale', self.scale_init, (features,), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
     running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
     running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
+    count = math.prod(x.shape[:-1])
+    if train and count < 2:
+      raise ValueError(f'BatchNorm in train mode needs more than one value per channel; '
+                       f'got input shape {x.shape}. Use a larger batch or train=False.')
+    if train and self.impl == 'custom_vjp':
+      y, mean, var = batch_norm_train(x, scale, bias, residual, epsilon=self.epsilon,
+                                      relu=self.relu)
+      self._update_running_statistics(running_mean, running_var, mean, var, count)
+      return y
     stats_dtype = compute_dtype(x)
     x_stats = x.astype(stats_dtype)
     if train:
       axes = tuple(range(x.ndim - 1))
-      count = math.prod(x.shape[:-1])
-      if count < 2:
-        raise ValueError(f'BatchNorm in train mode needs more than one value per channel; '
-                         f'got input shape {x.shape}. Use a larger batch or train=False.')
       mean = jnp.mean(x_stats, axes)
       var = jnp.mean(jnp.square(x_stats - mean), axes)  # Biased, two-pass (no fast variance).
-      if not self.is_initializing():
-        m = self.momentum
-        running_mean.value = m * running_mean.value + (1 - m) * mean
-        running_var.value = m * running_var.value + (1 - m) * var * (count / (count - 1))
+      self._update_running_statistics(running_mean, running_var, mean, var, count)
     else:
       mean, var = running_mean.value, running_var.value
     inv = scale.astype(stats_dtype) * jax.lax.rsqrt(var.astype(stats_dtype) + self.epsilon)
     y = (x_stats - mean.astype(stats_dtype)) * inv + bias.astype(stats_dtype)
-    return y.astype(x.dtype)
+    y = y.astype(x.dtype)
+    if residual is not None:
+      y = y + residual
+    return nn.relu(y) if self.relu else y
+
+  def _update_running_statistics(self, running_mean, running_var, mean, var, count):
+    if not self.is_initializing():
+      m = self.momentum
+      running_mean.value = m * running_mean.value + (1 - m) * mean
+      running_var.value = m * running_var.value + (1 - m) * var * (count / (count - 1))
 
 
 class Linear(nn.Module):

@@ -39,14 +39,15 @@ class BasicBlock(nn.Module):
   stride: int = 1
   dtype: Optional[Dtype] = None
   conv1x1_as_matmul: bool = True
+  bn_impl: str = 'two_pass'  # layers.BN_IMPLS.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     y = conv(self.width, 3, self.stride, dtype=self.dtype, name='conv1')(x)
-    y = nn.relu(BatchNorm(name='bn1')(y, train))
+    y = BatchNorm(impl=self.bn_impl, relu=True, name='bn1')(y, train)
     y = conv(self.width, 3, dtype=self.dtype, name='conv2')(y)
-    y = BatchNorm(name='bn2')(y, train)
-    return nn.relu(y + _shortcut(self, x, self.width, train))
+    shortcut = _shortcut(self, x, self.width, train)
+    return BatchNorm(impl=self.bn_impl, relu=True, name='bn2')(y, train, shortcut)
 
 
 class Bottleneck(nn.Module):
@@ -54,17 +55,18 @@ class Bottleneck(nn.Module):
   stride: int = 1
   dtype: Optional[Dtype] = None
   conv1x1_as_matmul: bool = True
+  bn_impl: str = 'two_pass'  # layers.BN_IMPLS.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     out_channels = self.width * EXPANSION['bottleneck']
     y = conv(self.width, 1, dtype=self.dtype, as_matmul=self.conv1x1_as_matmul, name='conv1')(x)
-    y = nn.relu(BatchNorm(name='bn1')(y, train))
+    y = BatchNorm(impl=self.bn_impl, relu=True, name='bn1')(y, train)
     y = conv(self.width, 3, self.stride, dtype=self.dtype, name='conv2')(y)
-    y = nn.relu(BatchNorm(name='bn2')(y, train))
+    y = BatchNorm(impl=self.bn_impl, relu=True, name='bn2')(y, train)
     y = conv(out_channels, 1, dtype=self.dtype, as_matmul=self.conv1x1_as_matmul, name='conv3')(y)
-    y = BatchNorm(name='bn3')(y, train)
-    return nn.relu(y + _shortcut(self, x, out_channels, train))
+    shortcut = _shortcut(self, x, out_channels, train)
+    return BatchNorm(impl=self.bn_impl, relu=True, name='bn3')(y, train, shortcut)
 
 
 def _shortcut(block: nn.Module, x: jax.Array, out_channels: int, train: bool) -> jax.Array:
@@ -73,7 +75,7 @@ def _shortcut(block: nn.Module, x: jax.Array, out_channels: int, train: bool) ->
     return x
   y = conv(out_channels, 1, block.stride, dtype=block.dtype,
            as_matmul=block.conv1x1_as_matmul, name='downsample_conv')(x)
-  return BatchNorm(name='downsample_bn')(y, train)
+  return BatchNorm(impl=block.bn_impl, name='downsample_bn')(y, train)
 
 
 class ResNet(nn.Module):
@@ -82,6 +84,7 @@ class ResNet(nn.Module):
   dtype: Optional[Dtype] = None  # Compute dtype of the convolutions; None: that of the inputs.
   conv1x1_as_matmul: bool = True  # 1x1 convolutions as matrix products (same parameters).
   remat: bool = False  # Recompute each block's activations in the backward pass (memory).
+  bn_impl: str = 'two_pass'  # Train-mode BatchNorm's form (layers.BN_IMPLS).
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -93,7 +96,7 @@ class ResNet(nn.Module):
       block_cls = nn.remat(block_cls, static_argnums=(2,))  # `train` is a Python bool.
     x = images.astype(self.dtype) if self.dtype else images
     x = conv(64, 7, 2, dtype=self.dtype, name='conv1')(x)
-    x = nn.relu(BatchNorm(name='bn1')(x, train))
+    x = BatchNorm(impl=self.bn_impl, relu=True, name='bn1')(x, train)
     x = max_pool(x, 3, 2, 1)
     features = {}
     for index, (stage, width, blocks) in enumerate(
@@ -101,7 +104,7 @@ class ResNet(nn.Module):
       for block in range(blocks):
         stride = 2 if index > 0 and block == 0 else 1
         x = block_cls(width, stride, dtype=self.dtype, conv1x1_as_matmul=self.conv1x1_as_matmul,
-                      name=f'{stage}_{block}')(x, train)
+                      bn_impl=self.bn_impl, name=f'{stage}_{block}')(x, train)
       features[stage] = x
     return features
 
@@ -118,10 +121,11 @@ class ResNetClassifier(nn.Module):
   dtype: Optional[Dtype] = None
   conv1x1_as_matmul: bool = True
   remat: bool = False
+  bn_impl: str = 'two_pass'
 
   def setup(self):
     self.backbone = ResNet(self.depth, dtype=self.dtype, conv1x1_as_matmul=self.conv1x1_as_matmul,
-                           remat=self.remat)
+                           remat=self.remat, bn_impl=self.bn_impl)
     self.fc = Linear(self.num_classes)
 
   def __call__(self, images: jax.Array, train: bool = False,
