@@ -34,7 +34,7 @@ and pass, and for the costliest ops with the GB/s each achieves (memory-bound at
 --peak_gbps), and an audit of the compiled module (clan_jax.perf.op_profile).
 
 --variants compares named variants of the JAX train step with 'today' (the flags' model with
-every implementation switch at today's explicit form: clan_jax.perf.variants.TODAY_FORMS),
+every implementation switch at today's explicit form: clan_jax.models.fields.TODAYS_FORMS),
 all in one worker process: a variant is ';'-joined overrides of ModelConfig's fields. Each is
 compiled (time; XLA's memory analysis: peak and temporary bytes; FLOPs), checked (its first
 step's loss and gradient norm against today's, from the same state on the same batch,

@@ -24,7 +24,13 @@ def get_model_config() -> ml_collections.ConfigDict:
   one place the fields are defined (validation, the benchmark and create_model read it).
   """
   # Nested dicts become ConfigDicts (head_loss_weights); tuples stay tuples (mid_stages).
-  return ml_collections.ConfigDict(dataclasses.asdict(ModelConfig()))
+  values = dataclasses.asdict(ModelConfig())
+  # A field whose choices mix types ('auto' or a number: stem_channels) takes either: a
+  # recipe's `= 4` and `--config.model.stem_channels=4` set the int, `=auto` the string.
+  for field in dataclasses.fields(ModelConfig):
+    if len({type(choice) for choice in field.metadata.get('choices', ())}) > 1:
+      values[field.name] = ml_collections.FieldReference(values[field.name], field_type=object)
+  return ml_collections.ConfigDict(values)
 
 
 def get_dataset_config() -> ml_collections.ConfigDict:

@@ -14,6 +14,7 @@ import pytest
 
 from clan_jax import benchmark
 from clan_jax.base.errors import UserError
+from clan_jax.models import fields
 from clan_jax.perf import step_benchmark, variants
 from helpers.commands import REPO_ROOT
 from configs import default
@@ -213,7 +214,7 @@ def test_today_takes_every_switchs_explicit_form_where_the_field_exists():
   today = variants.plan_variants({**RESNET18, 'bn_impl': 'auto'}, [])[0]['model_fields']
   assert today['bn_impl'] == 'two_pass'
   today = variants.plan_variants(RESNET18, [])[0]['model_fields']
-  for field, form in variants.TODAY_FORMS.items():  # A field ModelConfig lacks stays out.
+  for field, form in fields.TODAYS_FORMS.items():  # A field ModelConfig lacks stays out.
     assert (field in today) == (field in step_benchmark.MODEL_DEFAULTS)
     assert today.get(field, form) == form
 

@@ -4,6 +4,7 @@ Every parameter and BN statistic is randomised, the zero-initialised ones (CLCA'
 scale, the global-context `expand`) too; otherwise the checks would be vacuous.
 """
 
+import functools
 import types
 
 import jax
@@ -16,17 +17,14 @@ from clan_jax.pytorch import twin as torch_reference
 from clan_jax.convert import flax_to_torch, flax_to_torch_arrays, torch_to_flax
 from clan_jax.base.errors import ConfigError
 from clan_jax.models import create_model, multi_head_loss
-from clan_jax.models.factory import AUTO_BN_IMPLS
 from clan_jax.models.clan import (CrossAttentionContext, GlobalContext,
                                   folded_order_multiply_adds, standard_order_multiply_adds)
+from clan_jax.models.fields import TODAYS_FORMS
 from clan_jax.pytorch.parity_check import compare, flax_outputs, twin_outputs
 from configs import default
 from helpers.torch_helpers import assert_close_to_scale, numpy_state_dict, randomize_, to_nchw
 
 NUM_CLASSES = 5
-# The BatchNorm form that model.bn_impl='auto' does not pick on the CPU (the default's is
-# checked against the twin by every float64 case below).
-OTHER_BN_IMPL = {'two_pass': 'custom_vjp', 'custom_vjp': 'two_pass'}[AUTO_BN_IMPLS['cpu']]
 IMAGE_SIZE = 64
 LOSS_WEIGHTS = {'top': 1.0, 'mid': 0.5, 'concat': 2.0}
 LABEL_SMOOTHING = 0.1
@@ -275,29 +273,40 @@ def test_backbone_only_loads_an_imagenet_resnet_into_clan():
   assert loaded['fc.weight'].shape == (NUM_CLASSES, 512)
 
 
-@pytest.mark.parametrize('switch', [{'conv1x1_as_matmul': False}, {'remat': True},
-                                    {'attention_impl': 'xla'}, {'clca_order': 'standard'},
-                                    {'clca_order': 'folded'}, {'bn_impl': OTHER_BN_IMPL}],
+SPEED_SWITCHES = [{'conv1x1_as_matmul': False}, {'remat': True}, {'attention_impl': 'xla'},
+                  {'clca_order': 'standard'}, {'clca_order': 'folded'}, {'bn_impl': 'custom_vjp'},
+                  {'downsample_impl': 'conv'}, {'stem_channels': 4}, {'stem_channels': 8},
+                  {'clsa_impl': 'taps'}, {'clsa_impl': 'im2col'}]
+
+
+@functools.cache
+def _speed_case(switch=()):
+  """(parameter shapes, train loss, gradients) of CLAN-R18 with today's forms and `switch`,
+  on the same random variables; jitted: op by op, a case took a minute."""
+  images = jnp.asarray(_images(np.float32))
+  reference_model = create_model(small_config(**TODAYS_FORMS), NUM_CLASSES)
+  model = create_model(small_config(**{**TODAYS_FORMS, **dict(switch)}), NUM_CLASSES)
+  variables = randomized_flax_variables(reference_model, images)
+  shapes = jax.tree.map(np.shape, jax.eval_shape(
+      functools.partial(model.init, train=False), jax.random.PRNGKey(0), images))
+  labels = jnp.array([1, 3])
+
+  def loss_fn(params):
+    outputs, _ = model.apply({**variables, 'params': params}, images, train=True,
+                             mutable=['batch_stats'])
+    return multi_head_loss(outputs, labels, LOSS_WEIGHTS)[0]
+
+  return (shapes, jax.tree.map(np.shape, variables),
+          *jax.jit(jax.value_and_grad(loss_fn))(variables['params']))
+
+
+@pytest.mark.parametrize('switch', SPEED_SWITCHES,
                          ids=lambda s: '='.join(map(str, next(iter(s.items())))))
 def test_speed_switches_compute_the_same_function(switch):
   """The implementation switches keep the parameters, outputs and gradients (float32)."""
-  reference_model = create_model(small_config(), NUM_CLASSES)
-  model = create_model(small_config(**switch), NUM_CLASSES)
-  images = jnp.asarray(_images(np.float32))
-  variables = randomized_flax_variables(reference_model, images)
-  assert jax.tree.map(np.shape, model.init(jax.random.PRNGKey(0), images, train=False)) == (
-      jax.tree.map(np.shape, variables))
-  labels = jnp.array([1, 3])
-
-  def loss_and_grads(m):
-    def loss_fn(params):
-      outputs, _ = m.apply({**variables, 'params': params}, images, train=True,
-                           mutable=['batch_stats'])
-      return multi_head_loss(outputs, labels, LOSS_WEIGHTS)[0]
-    return jax.value_and_grad(loss_fn)(variables['params'])
-
-  (loss, grads), (expected_loss, expected_grads) = loss_and_grads(model), loss_and_grads(
-      reference_model)
+  shapes, expected_shapes, loss, grads = _speed_case(tuple(switch.items()))
+  _, _, expected_loss, expected_grads = _speed_case()
+  assert shapes == expected_shapes
   assert abs(loss - expected_loss) <= 1e-5 * abs(expected_loss)
   # Floor: gradients that are zero by construction (CLCA's key bias) are rounding noise.
   floor = 1e-3 * max(float(np.max(np.abs(g))) for g in jax.tree.leaves(expected_grads))
@@ -360,7 +369,9 @@ def randomized_flax_variables(model, images):
   """Random variables (CLCA's zero-initialised BN scale too), so that CLCA matters; kernels
   scaled by 1/sqrt(fan-in), so that CLCA's attention stays far from one-hot and the
   query-key path shows in the outputs and gradients."""
-  variables = model.init(jax.random.PRNGKey(0), images, train=False)
+  # Shapes only: every value is drawn below (an op-by-op init took seconds more).
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
+                             images)
   keys = iter(jax.random.split(jax.random.PRNGKey(1), len(jax.tree.leaves(variables))))
 
   def randomize(x):

@@ -2,6 +2,7 @@
 configs, the validation, the step benchmark and create_model all follow."""
 
 import dataclasses
+import re
 import subprocess
 import sys
 import types
@@ -12,7 +13,7 @@ from clan_jax.base.errors import ConfigError
 from clan_jax.models import fields
 from clan_jax.models.fields import FIELDS_ADDED_LATER, ModelConfig
 from clan_jax.perf.step_benchmark import MODEL_DEFAULTS
-from helpers.commands import REPO_ROOT
+from helpers.commands import REPO_ROOT, run_cli
 from configs import default
 
 FIELD_NAMES = [field.name for field in dataclasses.fields(ModelConfig)]
@@ -35,7 +36,8 @@ def test_choices_are_the_module_constants_and_include_the_default():
   expected = {'name': fields.MODEL_NAMES, 'depth': fields.DEPTHS, 'clca_kind': fields.CLCA_KINDS,
               'fusion': fields.FUSIONS, 'dtype': fields.DTYPES,
               'attention_impl': fields.ATTENTION_IMPLS, 'clca_order': fields.CLCA_ORDERS,
-              'bn_impl': fields.BN_IMPLS}
+              'bn_impl': fields.BN_IMPLS, 'downsample_impl': fields.DOWNSAMPLE_IMPLS,
+              'stem_channels': fields.STEM_CHANNELS, 'clsa_impl': fields.CLSA_IMPLS}
   choices = {f.name: f.metadata['choices'] for f in dataclasses.fields(ModelConfig)
              if 'choices' in f.metadata}
   assert choices == expected
@@ -80,22 +82,34 @@ def test_a_missing_field_is_named(field):
 
 
 def test_only_fields_added_later_take_their_default():
-  assert FIELDS_ADDED_LATER == {'clca_order', 'bn_impl'}
-  section = dataclasses.asdict(ModelConfig(clca_order='folded', bn_impl='two_pass'))
-  for field in FIELDS_ADDED_LATER:
-    del section[field]  # A run's config.json from before the fields.
-  assert ModelConfig.from_section(section) == ModelConfig()
+  assert FIELDS_ADDED_LATER == {'clca_order', 'bn_impl', 'downsample_impl', 'stem_channels',
+                                'clsa_impl'}
+  section = dataclasses.asdict(ModelConfig(clca_order='folded'))
+  del section['clca_order']  # A run's config.json from before the field.
+  assert ModelConfig.from_section(section).clca_order == 'auto'
 
 
-@pytest.mark.parametrize('field', sorted(FIELDS_ADDED_LATER))
-def test_create_model_accepts_a_section_without_a_field_added_later(field):
+def test_create_model_accepts_a_section_without_the_fields_added_later():
   from clan_jax.models import create_model
-  from clan_jax.models.factory import resolve_bn_impl
+  from clan_jax.models.factory import resolve_form
 
   section = default.get_model_config()
-  del section[field]
-  resolved = {'bn_impl': resolve_bn_impl('auto')}  # create_model resolves 'auto'.
-  assert getattr(create_model(section, 5), field) == resolved.get(field, 'auto')
+  for field in FIELDS_ADDED_LATER:
+    del section[field]
+  model = create_model(section, 5)
+  assert model.clca_order == 'auto'
+  for field in fields.TODAYS_FORMS:  # create_model resolves 'auto'.
+    assert getattr(model, field) == resolve_form(field, 'auto')
+
+
+@pytest.mark.parametrize('value, shown', [('4', '4'), ('auto', "'auto'")])
+def test_stem_channels_takes_a_number_from_the_command_line_or_a_recipe(value, shown):
+  result = run_cli('main.py', '--config=configs/demo.py', f'--config.model.stem_channels={value}',
+                   '--print_config')  # The int 4 prints as 4, the string '4' would as '4'.
+  assert re.search(rf'^  model\.stem_channels +{shown} ', result.stdout, re.MULTILINE)
+  model = default.get_model_config()
+  model.stem_channels = 8  # A str-typed ConfigDict field would refuse the int.
+  assert ModelConfig.from_section(model).stem_channels == 8
 
 
 def test_create_model_passes_every_field_the_module_declares():
@@ -104,17 +118,19 @@ def test_create_model_passes_every_field_the_module_declares():
   config = ModelConfig(depth=18, mid_stages=(1, 3), use_clca=False, clca_kind='global_context',
                        clca_dim=64, clca_heads=2, head_dim=32, fusion='concat', dtype='bfloat16',
                        conv1x1_as_matmul=False, attention_impl='xla', clca_order='folded',
-                       bn_impl='custom_vjp', remat=True)
+                       bn_impl='custom_vjp', remat=True, downsample_impl='conv', stem_channels=8,
+                       clsa_impl='im2col')
   module = create_model(config, 7)
   assert isinstance(module, CLAN) and module.num_classes == 7
   for name in ('depth', 'mid_stages', 'use_clca', 'clca_kind', 'clca_dim', 'clca_heads',
                'head_dim', 'fusion', 'conv1x1_as_matmul', 'attention_impl', 'clca_order',
-               'bn_impl', 'remat'):
+               'bn_impl', 'remat', 'downsample_impl', 'stem_channels', 'clsa_impl'):
     assert getattr(module, name) == getattr(config, name), name
   assert module.dtype is not None  # 'bfloat16' maps to jnp.bfloat16.
   resnet = create_model(dataclasses.replace(config, name='resnet'), 7)
   assert isinstance(resnet, ResNetClassifier) and (resnet.depth, resnet.remat) == (18, True)
-  assert resnet.bn_impl == 'custom_vjp'
+  assert (resnet.bn_impl, resnet.downsample_impl, resnet.stem_channels) == (
+      'custom_vjp', 'conv', 8)
 
 
 def test_fields_and_configs_import_no_jax_or_flax():
@@ -143,17 +159,6 @@ def test_auto_dtype_follows_the_platform_and_explicit_dtypes_stay():
     assert resolve_dtype('bfloat16', backend) == 'bfloat16'
 
 
-def test_auto_bn_impl_is_the_measured_form_per_platform_and_explicit_forms_stay():
-  from clan_jax.models.factory import AUTO_BN_IMPLS, resolve_bn_impl
-
-  assert ModelConfig().bn_impl == 'auto'
-  assert resolve_bn_impl('auto', 'cpu') == AUTO_BN_IMPLS['cpu']
-  assert resolve_bn_impl('auto', 'gpu') == 'two_pass'  # Until measured there.
-  for backend in ('cpu', 'gpu'):
-    assert resolve_bn_impl('two_pass', backend) == 'two_pass'
-    assert resolve_bn_impl('custom_vjp', backend) == 'custom_vjp'
-
-
 def test_create_model_resolves_auto_on_the_present_platform():
   import jax
   import jax.numpy as jnp
@@ -163,3 +168,17 @@ def test_create_model_resolves_auto_on_the_present_platform():
   expected = None if jax.default_backend() == 'cpu' else jnp.bfloat16  # float32: None.
   assert create_model(ModelConfig(depth=18), 3).dtype == expected
   assert create_model(ModelConfig(depth=18, dtype='float32'), 3).dtype is None
+
+
+def test_auto_forms_follow_the_platform_and_explicit_forms_stay():
+  from clan_jax.models.factory import AUTO_FORMS, resolve_form
+
+  assert ModelConfig().bn_impl == ModelConfig().downsample_impl == ModelConfig().clsa_impl == 'auto'
+  assert ModelConfig().stem_channels == 'auto'
+  for backend in ('gpu', 'cuda', 'rocm'):  # The strided slice kept out of Triton's GEMMs.
+    assert resolve_form('downsample_impl', 'auto', backend) == 'conv'
+  for field, today in fields.TODAYS_FORMS.items():
+    assert resolve_form(field, 'auto', 'cpu') == AUTO_FORMS['cpu'][field]
+    assert resolve_form(field, 'auto', 'tpu') == today  # Until measured there.
+    assert resolve_form(field, today, 'gpu') == today
+  assert [resolve_form('stem_channels', 'auto', b) for b in ('gpu', 'tpu')] == [3, 3]

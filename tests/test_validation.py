@@ -57,6 +57,13 @@ def test_model_section_has_every_spec_field():
      "'auto', 'standard', 'folded'"),
     ('bn_impl', 'fast', "model.bn_impl='fast' is invalid; allowed values: 'auto', 'two_pass', "
      "'custom_vjp'"),
+    ('downsample_impl', 'pool', "model.downsample_impl='pool' is invalid; allowed values: "
+     "'auto', 'slice_matmul', 'conv'"),
+    ('stem_channels', 5, "model.stem_channels=5 is invalid; allowed values: 'auto', 3, 4, 8"),
+    ('stem_channels', '4', "model.stem_channels='4' is invalid"),
+    ('stem_channels', True, 'model.stem_channels=True is invalid'),
+    ('clsa_impl', 'fft', "model.clsa_impl='fft' is invalid; allowed values: 'auto', 'conv', "
+     "'taps', 'im2col'"),
 ])
 def test_invalid_model_values_name_the_field_and_the_allowed_values(field, value, expected):
   # A plain namespace: ConfigDict's own type checks would refuse some values first.

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clan_jax.models.conv_forms import clsa_conv
 from clan_jax.models.fields import CLCA_ORDERS, check_image_size
 from clan_jax.models.layers import BatchNorm, Linear, compute_dtype, conv, pointwise_weights
 from clan_jax.models.resnet import ResNet, global_average_pool
@@ -225,6 +226,9 @@ class CLAN(nn.Module):
   clca_order: str = 'auto'
   remat: bool = False
   bn_impl: str = 'two_pass'  # Resolved by create_model (model.bn_impl='auto').
+  downsample_impl: str = 'slice_matmul'  # The forms of models/conv_forms.py (same function).
+  stem_channels: int = 3
+  clsa_impl: str = 'conv'
 
   @property
   def mid_names(self) -> tuple[str, ...]:
@@ -232,11 +236,12 @@ class CLAN(nn.Module):
 
   def setup(self):
     self.backbone = ResNet(self.depth, dtype=self.dtype, conv1x1_as_matmul=self.conv1x1_as_matmul,
-                           remat=self.remat, bn_impl=self.bn_impl)
+                           remat=self.remat, bn_impl=self.bn_impl,
+                           downsample_impl=self.downsample_impl, stem_channels=self.stem_channels)
     if self.use_clca:
       self.clca = {name: self._clca_block() for name in self.mid_names}
     if self.use_clsa:
-      self.clsa = {name: conv(1, 7, in_features=2, dtype=self.dtype) for name in self.mid_names}
+      self.clsa = {name: clsa_conv(self.clsa_impl, dtype=self.dtype) for name in self.mid_names}
     heads = {name: MidHead(self.head_dim, self.num_classes, dtype=self.dtype,
                            conv1x1_as_matmul=self.conv1x1_as_matmul, bn_impl=self.bn_impl)
              for name in self.mid_names}

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from clan_jax.base.errors import ConfigError
 from clan_jax.models.clan import CLAN
-from clan_jax.models.fields import ModelConfig
+from clan_jax.models.fields import TODAYS_FORMS, ModelConfig
 from clan_jax.models.resnet import ResNetClassifier
 
 # 'float32' maps to None: the compute dtype follows the inputs and parameters, so that
@@ -18,9 +18,17 @@ COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 # Where model.dtype='auto' computes in bfloat16: platforms whose matrix units run it natively
 # (GPU tensor cores, the TPU's MXU). A CPU emulates bfloat16 products: float32 is kept there.
 BFLOAT16_BACKENDS = ('gpu', 'cuda', 'rocm', 'tpu')
-# model.bn_impl='auto' per platform: the measured faster form (BENCHMARKS.md); today's
-# 'two_pass' elsewhere until it is measured there.
-AUTO_BN_IMPLS = {'cpu': 'custom_vjp'}
+# The model's same-function forms (fields.TODAYS_FORMS; models/batch_norm.py and
+# models/conv_forms.py): what 'auto' takes on each platform where another form measured faster
+# (BENCHMARKS.md). On a GPU the downsample is a strided convolution: its strided slice feeding a
+# Triton GEMM aborted XLA's GPU compiler (model.remat at batch 128; openxla/xla#47381). The rest
+# stays today's until measured there.
+AUTO_FORMS = {
+    'cpu': {'bn_impl': 'custom_vjp', 'downsample_impl': 'slice_matmul', 'stem_channels': 3,
+            'clsa_impl': 'im2col'},
+    'gpu': {'downsample_impl': 'conv'},
+}
+PLATFORMS = {'cuda': 'gpu', 'rocm': 'gpu'}
 
 
 def resolve_dtype(dtype: str, backend: Optional[str] = None) -> str:
@@ -32,12 +40,13 @@ def resolve_dtype(dtype: str, backend: Optional[str] = None) -> str:
   return 'bfloat16' if backend in BFLOAT16_BACKENDS else 'float32'
 
 
-def resolve_bn_impl(bn_impl: str, backend: Optional[str] = None) -> str:
-  """The BatchNorm form model.bn_impl names: 'auto' is AUTO_BN_IMPLS's for `backend`
-  (default JAX's default backend), 'two_pass' where none is measured."""
-  if bn_impl != 'auto':
-    return bn_impl
-  return AUTO_BN_IMPLS.get(backend or jax.default_backend(), 'two_pass')
+def resolve_form(field: str, value: Any, backend: Optional[str] = None) -> Any:
+  """The form a form field (TODAYS_FORMS' keys) names: 'auto' is AUTO_FORMS' entry for the
+  platform (`backend`, default JAX's default backend), else today's; others are themselves."""
+  if value != 'auto':
+    return value
+  backend = backend or jax.default_backend()
+  return AUTO_FORMS.get(PLATFORMS.get(backend, backend), {}).get(field, TODAYS_FORMS[field])
 
 
 def create_model(model_config: Any, num_classes: int) -> nn.Module:
@@ -52,15 +61,15 @@ def create_model(model_config: Any, num_classes: int) -> nn.Module:
     A linen Module. `module.apply(variables, images, train=False, return_attention=False)`
     takes NHWC float32 ImageNet-normalised images and returns a dict: 'logits' (B, K),
     and for CLAN 'heads', 'clsa' (if use_clsa) and 'clca' (if use_clca and
-    return_attention); see docs/MODEL.md. model.dtype='auto' and model.bn_impl='auto' are
-    resolved here, on the platform JAX computes on (resolve_dtype, resolve_bn_impl).
+    return_attention); see docs/MODEL.md. model.dtype='auto' and the forms' 'auto' are
+    resolved here, on the platform JAX computes on (resolve_dtype, resolve_form).
   """
   config = ModelConfig.from_section(model_config)
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
     raise ConfigError(f'num_classes={num_classes!r} is invalid; it must be a positive integer.')
   module = ResNetClassifier if config.name == 'resnet' else CLAN
-  values = {**dataclasses.asdict(config), 'dtype': COMPUTE_DTYPES[resolve_dtype(config.dtype)]}
-  values['bn_impl'] = resolve_bn_impl(config.bn_impl)
+  values = {**dataclasses.asdict(config), 'dtype': COMPUTE_DTYPES[resolve_dtype(config.dtype)],
+            **{field: resolve_form(field, getattr(config, field)) for field in TODAYS_FORMS}}
   # Every field the module declares passes through by name; `name` chose the class (and
   # is linen's own scope name), fields a module lacks (head_loss_weights) are not its own.
   taken = {field.name for field in dataclasses.fields(module)} - {'name', 'parent'}

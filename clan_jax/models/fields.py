@@ -20,9 +20,16 @@ MID_STAGE_CHOICES = (1, 2, 3)
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
 CLCA_ORDERS = ('auto', 'standard', 'folded')
 BN_IMPLS = ('auto', 'two_pass', 'custom_vjp')
+DOWNSAMPLE_IMPLS = ('auto', 'slice_matmul', 'conv')
+STEM_CHANNELS = ('auto', 3, 4, 8)
+CLSA_IMPLS = ('auto', 'conv', 'taps', 'im2col')
+# The same-function forms' fields and today's form of each (the form before issue 20; the
+# benchmark's 'today'). 'auto' is resolved per platform by models/factory.py's AUTO_FORMS.
+TODAYS_FORMS = {'bn_impl': 'two_pass', 'downsample_impl': 'slice_matmul', 'stem_channels': 3,
+                'clsa_impl': 'conv'}
 # Implementation switches added after configs were first saved (a run's config.json):
 # missing means the default, so older workdirs still load. Any other missing field is an error.
-FIELDS_ADDED_LATER = frozenset({'clca_order', 'bn_impl'})
+FIELDS_ADDED_LATER = frozenset({'clca_order', *TODAYS_FORMS})
 
 
 def _field(default: Any, help_text: str, choices: Optional[tuple] = None) -> Any:
@@ -73,6 +80,18 @@ class ModelConfig:
       "'custom_vjp' (one-pass shifted statistics, a hand-written backward; docs/MODEL.md).",
       BN_IMPLS)
   remat: bool = _field(False, 'Recompute each ResNet block in the backward pass: less memory.')
+  # 'auto' below: the form measured fastest on the platform (models/factory.py, AUTO_FORMS).
+  downsample_impl: str = _field(
+      'auto', "The shortcut's strided 1x1 when conv1x1_as_matmul: 'auto', 'slice_matmul' (a "
+      "strided slice, then a matrix product) or 'conv' (a strided convolution).",
+      DOWNSAMPLE_IMPLS)
+  stem_channels: Any = _field(
+      'auto', "The stem's input channels: 'auto', 3, or 4 or 8 (the image and the kernel "
+      'zero-padded at apply time; the parameter keeps its 3 channels).', STEM_CHANNELS)
+  clsa_impl: str = _field(
+      'auto', "CLSA's 7x7 convolution: 'auto', 'conv', 'taps' (49 shifted slices times the "
+      "kernel's entries, summed) or 'im2col' (one product of the 98-wide patches).",
+      CLSA_IMPLS)
 
   @classmethod
   def from_section(cls, section: Any, prefix: str = 'model.') -> 'ModelConfig':
@@ -166,6 +185,9 @@ def validate_model_values(values: dict, prefix: str = 'model.') -> None:
   check_choice(values['attention_impl'], ATTENTION_IMPLS, prefix + 'attention_impl')
   check_choice(values['clca_order'], CLCA_ORDERS, prefix + 'clca_order')
   check_choice(values['bn_impl'], BN_IMPLS, prefix + 'bn_impl')
+  check_choice(values['downsample_impl'], DOWNSAMPLE_IMPLS, prefix + 'downsample_impl')
+  check_choice(values['stem_channels'], STEM_CHANNELS, prefix + 'stem_channels')
+  check_choice(values['clsa_impl'], CLSA_IMPLS, prefix + 'clsa_impl')
 
 
 def check_image_size(image_size: int, name: str = 'image size') -> None:

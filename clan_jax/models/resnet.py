@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clan_jax.models.conv_forms import downsample_conv, stem_conv
 from clan_jax.models.layers import BatchNorm, Linear, conv, max_pool
 
 Dtype = Any
@@ -40,6 +41,7 @@ class BasicBlock(nn.Module):
   dtype: Optional[Dtype] = None
   conv1x1_as_matmul: bool = True
   bn_impl: str = 'two_pass'  # layers.BN_IMPLS.
+  downsample_impl: str = 'slice_matmul'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -56,6 +58,7 @@ class Bottleneck(nn.Module):
   dtype: Optional[Dtype] = None
   conv1x1_as_matmul: bool = True
   bn_impl: str = 'two_pass'  # layers.BN_IMPLS.
+  downsample_impl: str = 'slice_matmul'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -73,8 +76,8 @@ def _shortcut(block: nn.Module, x: jax.Array, out_channels: int, train: bool) ->
   """Identity, or a strided 1x1 conv + BN where the shape changes (torchvision's `downsample`)."""
   if block.stride == 1 and x.shape[-1] == out_channels:
     return x
-  y = conv(out_channels, 1, block.stride, dtype=block.dtype,
-           as_matmul=block.conv1x1_as_matmul, name='downsample_conv')(x)
+  y = downsample_conv(out_channels, block.stride, block.downsample_impl, dtype=block.dtype,
+                      as_matmul=block.conv1x1_as_matmul, name='downsample_conv')(x)
   return BatchNorm(impl=block.bn_impl, name='downsample_bn')(y, train)
 
 
@@ -85,6 +88,8 @@ class ResNet(nn.Module):
   conv1x1_as_matmul: bool = True  # 1x1 convolutions as matrix products (same parameters).
   remat: bool = False  # Recompute each block's activations in the backward pass (memory).
   bn_impl: str = 'two_pass'  # Train-mode BatchNorm's form (layers.BN_IMPLS).
+  downsample_impl: str = 'slice_matmul'  # The forms of models/conv_forms.py (same function).
+  stem_channels: int = 3
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -95,7 +100,7 @@ class ResNet(nn.Module):
     if self.remat:
       block_cls = nn.remat(block_cls, static_argnums=(2,))  # `train` is a Python bool.
     x = images.astype(self.dtype) if self.dtype else images
-    x = conv(64, 7, 2, dtype=self.dtype, name='conv1')(x)
+    x = stem_conv(self.stem_channels, dtype=self.dtype, name='conv1')(x)
     x = BatchNorm(impl=self.bn_impl, relu=True, name='bn1')(x, train)
     x = max_pool(x, 3, 2, 1)
     features = {}
@@ -104,7 +109,8 @@ class ResNet(nn.Module):
       for block in range(blocks):
         stride = 2 if index > 0 and block == 0 else 1
         x = block_cls(width, stride, dtype=self.dtype, conv1x1_as_matmul=self.conv1x1_as_matmul,
-                      bn_impl=self.bn_impl, name=f'{stage}_{block}')(x, train)
+                      bn_impl=self.bn_impl, downsample_impl=self.downsample_impl,
+                      name=f'{stage}_{block}')(x, train)
       features[stage] = x
     return features
 
@@ -122,10 +128,13 @@ class ResNetClassifier(nn.Module):
   conv1x1_as_matmul: bool = True
   remat: bool = False
   bn_impl: str = 'two_pass'
+  downsample_impl: str = 'slice_matmul'
+  stem_channels: int = 3
 
   def setup(self):
     self.backbone = ResNet(self.depth, dtype=self.dtype, conv1x1_as_matmul=self.conv1x1_as_matmul,
-                           remat=self.remat, bn_impl=self.bn_impl)
+                           remat=self.remat, bn_impl=self.bn_impl,
+                           downsample_impl=self.downsample_impl, stem_channels=self.stem_channels)
     self.fc = Linear(self.num_classes)
 
   def __call__(self, images: jax.Array, train: bool = False,

@@ -14,13 +14,11 @@ from typing import Any, Optional
 
 from clan_jax.base.errors import ConfigError, UserError
 from clan_jax.base.files import write_json
-from clan_jax.models.fields import ModelConfig
+from clan_jax.models.fields import TODAYS_FORMS, ModelConfig
 
+# Variant 0: every implementation switch at today's explicit form (TODAYS_FORMS), so that a
+# switch's 'auto' default cannot make 'today' one of the variants it is measured by.
 TODAY = 'today'
-# Variant 0: every implementation switch at today's explicit form (where ModelConfig has it),
-# so that a switch's 'auto' default cannot make 'today' one of the variants it is measured by.
-TODAY_FORMS = {'bn_impl': 'two_pass', 'downsample_impl': 'slice_matmul', 'stem_channels': 3,
-               'clsa_impl': 'conv'}
 FIXED_FIELDS = ('name', 'depth')  # --model and --depth: every variant shares the parameters.
 # The correctness check: the first step's loss and gradient norm against today's, relative.
 TOLERANCES = {'float32': 1e-4, 'bfloat16': 1e-2}
@@ -39,7 +37,7 @@ def plan_variants(base_model: dict, specs: list[str]) -> list[dict]:
   field=value overrides ('bn_impl=custom_vjp;stem_channels=4'); each value is read by the
   type of the field's default ('auto' always allowed). UserError names a bad spec and lists
   the fields a variant may set."""
-  today = {**base_model, **{k: v for k, v in TODAY_FORMS.items() if k in base_model}}
+  today = {**base_model, **{k: v for k, v in TODAYS_FORMS.items() if k in base_model}}
   _validate(today, 'today')
   planned = [{'index': 0, 'variant': TODAY, 'overrides': {}, 'model_fields': today}]
   for spec in specs:
