@@ -1,5 +1,6 @@
-"""scripts/gpu_benchmark.sh, the one call a lent GPU gets: every phase passes flags that the
-benchmark accepts (checked here without a GPU: a stand-in python records the calls)."""
+"""scripts/gpu_benchmark.sh and scripts/gpu_speed.sh, the calls a lent GPU gets: every phase
+passes flags that the benchmark accepts (checked here without a GPU: a stand-in python records
+the calls)."""
 
 import os
 import re
@@ -80,6 +81,9 @@ def test_the_speed_script_passes_valid_flags_in_its_order_of_importance(tmp_path
       '--variants=bn_impl=custom_vjp', '--ceilings', f'--variants={NEW_FORMS}',
       f'--variants={NEW_FORMS}']
   assert '--frameworks=torch' in runs[-1] and '=== done' in log
+  # Remat at batch 128 with the downsample as a strided convolution (the form meant to compile).
+  assert [a for a in runs[5] if 'remat=True' in a] == [f'--variants={NEW_FORMS};remat=True']
+  assert 'downsample_impl=conv' in NEW_FORMS
   for args in runs:
     try:
       benchmark.FLAGS(['benchmark', *args])

@@ -21,7 +21,10 @@ from clan_jax.models.fields import TODAYS_FORMS, ModelConfig
 TODAY = 'today'
 FIXED_FIELDS = ('name', 'depth')  # --model and --depth: every variant shares the parameters.
 # The correctness check: the first step's loss and gradient norm against today's, relative.
-TOLERANCES = {'float32': 1e-4, 'bfloat16': 1e-2}
+# float32's 1e-3: a form that reorders every BatchNorm's sums (bn_impl) moved CLAN-R50's
+# first gradient norm by 2.5e-4 at 224 px, batch 8; float32 gradients are themselves 2e-2
+# from float64's there (BENCHMARKS.md). A wrong function moves them by far more.
+TOLERANCES = {'float32': 1e-3, 'bfloat16': 1e-2}
 # A record's status while its worker has it in hand; the parent's cue after a crash.
 IN_PROGRESS = ('compiling', 'checking')
 
