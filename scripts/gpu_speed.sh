@@ -115,8 +115,8 @@ for flag in "${FLAGS_TO_TRY[@]}"; do
   if ! grep -q -- "^$flag .*accepted" "$OUT/env.txt"; then
     echo "=== $name: skipped, this jaxlib does not accept $flag" | log; continue
   fi
-  XLA_FLAGS="${XLA_FLAGS:-} $flag" run "$name" 60 100 "${common[@]}" --rounds=3 \
-    --variants="$BEST" --json="$CACHE/$name.json"
+  XLA_FLAGS="${XLA_FLAGS:-} $flag" run "$name" 60 100 --batch_size="$BATCH" --steps="$STEPS" \
+    --rounds=3 --variants="$BEST" --json="$CACHE/$name.json"
 done
 merge "$OUT/flags.json" "$CACHE"/flags_*.json
 # 6. torch.compile on this card, unless it is the H100 (its figures are in BENCHMARKS.md).

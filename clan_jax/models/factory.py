@@ -19,15 +19,13 @@ COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 # (GPU tensor cores, the TPU's MXU). A CPU emulates bfloat16 products: float32 is kept there.
 BFLOAT16_BACKENDS = ('gpu', 'cuda', 'rocm', 'tpu')
 # The model's same-function forms (fields.TODAYS_FORMS; models/batch_norm.py and
-# models/conv_forms.py): what 'auto' takes on each platform where another form measured faster
-# (BENCHMARKS.md). On a GPU the downsample is a strided convolution: its strided slice feeding a
-# Triton GEMM aborted XLA's GPU compiler (model.remat at batch 128; openxla/xla#47381). The rest
-# stays today's until measured there.
-AUTO_FORMS = {
-    'cpu': {'bn_impl': 'custom_vjp', 'downsample_impl': 'slice_matmul', 'stem_channels': 3,
-            'clsa_impl': 'im2col'},
-    'gpu': {'downsample_impl': 'conv'},
-}
+# models/conv_forms.py): what 'auto' takes on each platform where another form measured
+# better (BENCHMARKS.md). On a GPU the downsample is a strided convolution: its strided slice
+# feeding a Triton GEMM aborted XLA's GPU compiler (model.remat at batch 128;
+# openxla/xla#47381). The CPU keeps today's forms: the others' gains there (0-3 %) were within
+# the machine's spread, and they moved the float32 training parity with torch from 1.4e-5 to
+# 3e-4 (docs/PARITY.md). The rest stays today's until measured on a GPU.
+AUTO_FORMS = {'gpu': {'downsample_impl': 'conv'}}
 PLATFORMS = {'cuda': 'gpu', 'rocm': 'gpu'}
 
 

@@ -75,12 +75,12 @@ class ModelConfig:
       "'standard' (project the mid map to queries, attend, project back) or 'folded' "
       '(docs/MODEL.md).', CLCA_ORDERS)
   bn_impl: str = _field(
-      'auto', "Train-mode BatchNorm: 'auto' (the measured faster one for the platform; "
-      "resolved where the model is created), 'two_pass' (jnp ops, JAX's autodiff) or "
+      'auto', "Train-mode BatchNorm: 'auto' (the platform's measured choice; resolved "
+      "where the model is created), 'two_pass' (jnp ops, JAX's autodiff) or "
       "'custom_vjp' (one-pass shifted statistics, a hand-written backward; docs/MODEL.md).",
       BN_IMPLS)
   remat: bool = _field(False, 'Recompute each ResNet block in the backward pass: less memory.')
-  # 'auto' below: the form measured fastest on the platform (models/factory.py, AUTO_FORMS).
+  # 'auto' below: the platform's measured choice (models/factory.py, AUTO_FORMS).
   downsample_impl: str = _field(
       'auto', "The shortcut's strided 1x1 when conv1x1_as_matmul: 'auto', 'slice_matmul' (a "
       "strided slice, then a matrix product) or 'conv' (a strided convolution).",
