@@ -28,8 +28,10 @@ SCOPE_RULES = (
     (r'/backbone/conv1/', 'stem/conv'),
     (r'/layer(\d)_\d+/(?:downsample_)?bn\d*/', r'layer\1/bn'),
     (r'/layer(\d)_\d+/(?:downsample_)?conv\d*/', r'layer\1/conv'),
-    (r'/layer(\d)_\d+/', r'layer\1/other'),  # The residual add and the ReLUs.
-    (r'/backbone/', 'stem/other'),  # The stem's ReLU and max pool.
+    # A block's residual add and ReLUs are in its BatchNorms (BatchNorm(relu=True)): what
+    # is left here is what a future block adds outside them.
+    (r'/layer(\d)_\d+/', r'layer\1/other'),
+    (r'/backbone/', 'stem/other'),  # The stem's max pool (its ReLU is in bn1).
     (r'log_softmax|_one_hot|@ .*/loss\.py:', 'loss'),
     (r'@ .*(?:/optax/|/optim\.py:|/steps\.py:train_step\.<locals>\.<lambda>)', 'optimizer'),
     (r'@ .*/steps\.py:(?:train|eval)_step$', 'metrics'),  # Accuracy, the step count.
