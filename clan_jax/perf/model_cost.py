@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clan_jax.models import create_model
+from clan_jax.perf.step_benchmark import cost_analysis
 from clan_jax.pytorch.conversion import abstract_variables
 
 
@@ -31,9 +32,7 @@ def model_cost(model_config: Any, num_classes: int, image_size: int) -> ModelCos
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables['params']))
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, images).compile()
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # Older jax returns one dict per device.
-    analysis = analysis[0]
+  analysis = cost_analysis(compiled)
   name = (f'CLAN-R{model_config.depth}' if model_config.name == 'clan'
           else f'ResNet-{model_config.depth}')
   return ModelCost(name, params, float(analysis['flops']))

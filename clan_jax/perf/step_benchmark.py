@@ -77,15 +77,21 @@ def random_batch(spec: dict):
           rng.integers(0, NUM_CLASSES, batch).astype(np.int32))
 
 
+def cost_analysis(stage) -> dict:
+  """XLA's cost analysis of a lowered or compiled step as one dict ({} if none): older
+  versions return one dict per computation."""
+  analysis = stage.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return analysis or {}
+
+
 def model_flops(lowered) -> Optional[float]:
   """FLOPs of a step from XLA's cost analysis of the lowered (not yet optimised) HLO: the
   model's FLOPs whatever the backend. The compiled executable's analysis is not that: on a
   GPU it leaves out the convolutions that became cuDNN calls (BENCHMARKS.md, the GPU
   section)."""
-  analysis = lowered.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # One dict per computation in older versions.
-    analysis = analysis[0] if analysis else {}
-  flops = (analysis or {}).get('flops')
+  flops = cost_analysis(lowered).get('flops')
   return float(flops) if flops and flops > 0 else None
 
 

@@ -19,7 +19,8 @@ import optax
 from clan_jax.models import create_model
 from clan_jax.models.factory import resolve_dtype
 from clan_jax.perf import op_profile
-from clan_jax.perf.step_benchmark import NUM_CLASSES, OPTIMIZER, model_flops, random_batch
+from clan_jax.perf.step_benchmark import (NUM_CLASSES, OPTIMIZER, cost_analysis, model_flops,
+                                          random_batch)
 from clan_jax.perf.variants import identity, tolerance, write_records
 from clan_jax.train import optim, steps
 
@@ -199,11 +200,9 @@ def _compile(model, variant: dict, tx, schedules, initial, batch, record: dict) 
   record['compile_s'] = time.perf_counter() - start
   record['computes_in'] = resolve_dtype(fields['dtype'])
   record['flops_per_step'] = model_flops(lowered)
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # One dict per computation in older versions.
-    analysis = analysis[0] if analysis else {}
-  record['compiled_flops'] = (analysis or {}).get('flops')
-  record['compiled_bytes_accessed'] = (analysis or {}).get('bytes accessed')
+  analysis = cost_analysis(compiled)
+  record['compiled_flops'] = analysis.get('flops')
+  record['compiled_bytes_accessed'] = analysis.get('bytes accessed')
   memory = compiled.memory_analysis()
   for key, attribute in MEMORY_FIELDS.items():
     value = getattr(memory, attribute, None) if memory is not None else None
