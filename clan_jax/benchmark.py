@@ -211,7 +211,7 @@ def _run_variants() -> None:
             'dtype': FLAGS.dtype, 'steps': FLAGS.steps, 'warmup': FLAGS.warmup,
             'rounds': FLAGS.rounds, 'profile_steps': FLAGS.profile_steps,
             'profile_dir': FLAGS.profile_dir, 'peak_tflops': FLAGS.peak_tflops,
-            'compilation_cache_dir': FLAGS.compilation_cache_dir, 'variants': planned,
+            'peak_gbps': FLAGS.peak_gbps, 'compilation_cache_dir': FLAGS.compilation_cache_dir, 'variants': planned,
             'json': FLAGS.json or os.path.join(scratch, 'records.json')}
     print(f'{len(planned)} variants of the train step in one process: '
           f'{", ".join(v["variant"] for v in planned)}', file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ STEPS=${STEPS:-5}
 ROUNDS=${ROUNDS:-5}
 BUDGET_S=${BUDGET_S:-530}
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}  # H100/H200 SXM, dense bf16 (datasheet).
+PEAK_GBPS=${PEAK_GBPS:-}  # Memory bandwidth for the profile; empty: the card's datasheet figure.
 # JAX's persistent compilation cache, shared by every process; in jax >= 0.10 it holds XLA's GPU
 # autotuning results too (jax_persistent_cache_enable_xla_caches).
 CACHE=${CACHE:-/tmp/clan_gpu_cache}
@@ -88,6 +89,8 @@ timeout 60 $PY -m clan_jax.benchmark --xla_flags_probe="$(IFS=,; echo "${FLAGS_T
   --json="$CACHE/probe.json" >> "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt" | log
 on_h100=0; grep -q 'H100' "$OUT/env.txt" && on_h100=1
+# HBM bandwidth by the datasheets: H100 SXM 3.35 TB/s, H200 4.8 TB/s.
+[ -z "$PEAK_GBPS" ] && { PEAK_GBPS=3350; grep -q 'H200' "$OUT/env.txt" && PEAK_GBPS=4800; }
 
 common=(--batch_size="$BATCH" --steps="$STEPS" --rounds="$ROUNDS")
 variant_args=(); for v in "${ALONE[@]}"; do variant_args+=(--variants="$v"); done
@@ -103,7 +106,7 @@ run ceilings 20 40 --ceilings --json="$OUT/ceilings.json"
 BEST=$(best_variant); BEST=${BEST:-$NEW}
 echo "best variant: $BEST" | log
 run profile 60 120 --batch_size="$BATCH" --steps=3 --rounds=2 --variants="$BEST" \
-  --profile_steps=3 --json="$OUT/profile.json"
+  --profile_steps=3 --peak_gbps="$PEAK_GBPS" --json="$OUT/profile.json"
 # 4. Batch 128 against 64, and remat at 128 (it aborted XLA's GPU compiler before) with the
 #    downsample as a strided convolution, the form meant to compile.
 REMAT="$BEST;remat=True"; [[ "$BEST" == *downsample_impl=* ]] || REMAT="$REMAT;downsample_impl=conv"

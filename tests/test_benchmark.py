@@ -292,7 +292,7 @@ def test_a_variant_of_another_function_is_flagged_and_one_of_other_parameters_re
   planned = variants.plan_variants(RESNET18, ['fusion=top', 'head_dim=64'])
   spec = {'model': 'resnet', 'depth': 18, 'image_size': 32, 'batch_size': 2,
           'dtype': 'float32', 'steps': 2, 'warmup': 1, 'rounds': 2, 'variants': planned,
-          'json': str(tmp_path / 'records.json'), 'profile_steps': 1}
+          'json': str(tmp_path / 'records.json'), 'profile_steps': 1, 'peak_gbps': 1.0}
   records = variant_steps.measure_variants(spec)
   today, wrong, reshaped = records
   assert json.loads((tmp_path / 'records.json').read_text()) == json.loads(json.dumps(records))
@@ -303,6 +303,7 @@ def test_a_variant_of_another_function_is_flagged_and_one_of_other_parameters_re
   assert variants.failures(records) == ['fusion=top', 'head_dim=64']
   # Profiled: today's step and the fastest variant that passed its check (none here).
   assert today['op_profile']['steps'] == 1 and 'op_profile' not in wrong
+  assert today['op_profile']['peak_gbps'] == 1.0  # --peak_gbps reaches the variants' profile.
   table = variants.format_variant_table(records)
   assert 'DIFFERS' in table and 'FAILED: ValueError: its variables differ' in table
 

@@ -84,6 +84,7 @@ def test_the_speed_script_passes_valid_flags_in_its_order_of_importance(tmp_path
   # Remat at batch 128 with the downsample as a strided convolution (the form meant to compile).
   assert [a for a in runs[5] if 'remat=True' in a] == [f'--variants={NEW_FORMS};remat=True']
   assert 'downsample_impl=conv' in NEW_FORMS
+  assert '--peak_gbps=3350' in runs[4]  # The profile's bandwidth: an H100's unless an H200.
   for args in runs:
     try:
       benchmark.FLAGS(['benchmark', *args])

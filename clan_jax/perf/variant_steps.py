@@ -270,6 +270,7 @@ def _profile(built: dict[int, _Step], by_index: dict, spec: dict) -> None:
     logdir = spec.get('profile_dir') and f'{spec["profile_dir"]}/variant_{index}'
     try:
       by_index[index]['op_profile'] = op_profile.profile(
-          built[index], built[index].hlo_text(), spec['profile_steps'], logdir=logdir or None)
+          built[index], built[index].hlo_text(), spec['profile_steps'], logdir=logdir or None,
+          peak_gbps=spec.get('peak_gbps') or None)
     except Exception as error:  # pylint: disable=broad-except  # The timing stands.
       by_index[index]['op_profile_error'] = f'{type(error).__name__}: {error}'
